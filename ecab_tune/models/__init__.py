@@ -1,0 +1,28 @@
+"""The model zoo: CIFAR ResNets × attention gates, built by name.
+
+    create_model("resnet20", "ecab", fusion="concat", layers="last2", num_classes=10)
+"""
+
+from ecab_tune.models import resnet as _resnet  # noqa: F401  (registers the architectures)
+from ecab_tune.models.attention import AttentionModule, capture_attention
+from ecab_tune.models.factory import attention_options, create_attn, list_attentions
+from ecab_tune.models.registry import (
+    ModelConfig,
+    create_model,
+    list_models,
+    model_params,
+    register_model,
+)
+
+__all__ = [
+    "AttentionModule",
+    "ModelConfig",
+    "attention_options",
+    "capture_attention",
+    "create_attn",
+    "create_model",
+    "list_attentions",
+    "list_models",
+    "model_params",
+    "register_model",
+]

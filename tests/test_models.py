@@ -1,0 +1,201 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ecab_tune.models import (
+    AttentionModule,
+    ModelConfig,
+    capture_attention,
+    create_model,
+    list_attentions,
+    list_models,
+    model_params,
+)
+from ecab_tune.models.bridge import BridgeAttention, Layer, select_layers
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def gates(model: nn.Module) -> dict[str, AttentionModule]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, AttentionModule)}
+
+
+@pytest.mark.parametrize("attention", list_attentions())
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_and_attention_builds_and_runs(name, attention):
+    # Train mode: batch statistics keep a random deep net's activations (and gates) unsaturated.
+    model = create_model(name, attention, width=0.25, num_classes=7, in_chans=1).train()
+    with torch.no_grad(), capture_attention(model) as captured:
+        out = model(torch.randn(2, 1, 16, 16))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    expected = {} if attention in ("none", "ecab_head") else gates(model)
+    assert set(captured) == set(expected)
+    for name_, outputs in captured.items():
+        channels = outputs["channel"]
+        assert channels.shape[0] == 2 and channels.shape[1] > 0
+        assert ((channels > 0) & (channels < 1)).all(), name_  # sigmoid gates
+        if attention == "cbam":
+            assert outputs["spatial"].ndim == 3
+
+
+def test_gate_names_are_stable_paths_into_the_model():
+    model = create_model("resnet20", "se")
+    names = list(gates(model))
+    assert names[0] == "stage1.block0.attn" and names[-1] == "stage3.block2.attn"
+    assert len(names) == 9
+    assert all(model.get_submodule(n) is m for n, m in gates(model).items())
+
+
+def test_capture_costs_nothing_outside_a_capture_block():
+    model = create_model("resnet8", "cbam", width=0.25).eval()
+    with capture_attention(model) as captured:
+        model(torch.randn(1, 3, 8, 8))
+    first = {n: o["channel"].clone() for n, o in captured.items()}
+    model(torch.randn(1, 3, 8, 8))  # outside: nothing is recorded or overwritten
+    assert all(m._sink is None for m in gates(model).values())
+    assert all(torch.equal(first[n], o["channel"]) for n, o in captured.items())
+
+
+def test_eval_forward_is_deterministic():
+    model = create_model("resnet20", "ecab", layers="all", width=0.5).eval()
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"layers": "all", "fusion": "concat"},
+        {"layers": "all", "fusion": "sum"},
+        {"layers": "stage", "fusion": "concat", "project": False},
+        {"layers": [-1, -3], "fusion": "sum"},
+    ],
+)
+def test_gradients_reach_every_bridge_input(options):
+    model = create_model("resnet8", "ecab", width=0.5, **options)
+    model(torch.randn(4, 3, 16, 16)).square().mean().backward()
+    bridges = [m for m in model.modules() if isinstance(m, BridgeAttention)]
+    assert bridges
+    for bridge in bridges:
+        inputs = bridge.projections if bridge.projections is not None else [bridge.hidden]
+        for layer in inputs:
+            grad = layer[0].weight.grad
+            assert grad is not None and grad.abs().sum() > 0
+            if bridge.projections is None:  # one linear over all sources: each column block
+                assert (grad.abs().sum(0) > 0).all()
+
+
+def test_se_parameter_overhead_on_resnet50_matches_the_paper():
+    # Hu et al., Table 2: ResNet-50 25.56M → SE-ResNet-50 28.09M parameters (r = 16).
+    # The gates are the same on CIFAR's ResNet-50; only the 1000-way classifier differs.
+    added = count(create_model("resnet50", "se")) - count(create_model("resnet50", "none"))
+    assert added == pytest.approx(28.09e6 - 25.56e6, rel=0.03)
+
+
+def ba_net_reference(state: dict, pre: list, cur: torch.Tensor) -> torch.Tensor:
+    """BA-Net's gate (zhaoy376/Bridge-Attention, models/BA_module.py, BA_module_resnet) written
+    out in plain tensor ops from its parameters: each earlier descriptor and the current one get
+    their own bias-free linear + BatchNorm1d (eval), the results are summed, then ReLU, a
+    bias-free linear back to C, and a sigmoid."""
+
+    def fusion(prefix: str, x: torch.Tensor) -> torch.Tensor:
+        y = x @ state[f"{prefix}.0.weight"].T
+        mean, var = state[f"{prefix}.1.running_mean"], state[f"{prefix}.1.running_var"]
+        return (y - mean) / torch.sqrt(var + 1e-5) * state[f"{prefix}.1.weight"] + state[
+            f"{prefix}.1.bias"
+        ]
+
+    pre_fused = sum(fusion(f"pre_fusions.{i}", p) for i, p in enumerate(pre))
+    fused = fusion("cur_fusion", cur) + pre_fused
+    return torch.sigmoid(torch.relu(fused) @ state["generation.1.weight"].T)
+
+
+def test_bridge_equals_ba_net_reference_numerically():
+    torch.manual_seed(0)
+    channels, mid = 256, 64  # a ResNet-50 bottleneck: conv1/conv2 give 64, conv3 gives 256
+    ours = BridgeAttention(channels, [mid, mid, channels], fusion="sum", reduction=16).eval()
+    for module in ours.modules():
+        if isinstance(module, nn.BatchNorm1d):  # non-trivial statistics
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    # BA-Net's parameter names for the same tensors: conv1/conv2 are "pre", conv3 is "cur".
+    mine = ours.state_dict()
+    state = {"generation.1.weight": mine["gate.weight"]}
+    for theirs, index in (("pre_fusions.0", 0), ("pre_fusions.1", 1), ("cur_fusion", 2)):
+        for key in ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
+            state[f"{theirs}.{key}"] = mine[f"projections.{index}.{key}"]
+    out3 = torch.randn(3, channels, 8, 8)
+    pooled = [torch.randn(3, mid), torch.randn(3, mid), out3.mean((2, 3))]
+    expected = ba_net_reference(state, pooled[:2], pooled[2])
+    with capture_attention(ours) as captured:
+        got = ours(out3, pooled)
+    torch.testing.assert_close(captured[""]["channel"], expected)
+    torch.testing.assert_close(got, out3 * expected[:, :, None, None])
+
+
+def test_bridge_is_ecab_on_the_blocks_own_layers_summed():
+    bridge = create_model("resnet50", "bridge", width=0.5)
+    ecab = create_model("resnet50", "ecab", width=0.5, layers="block", fusion="sum", project=True)
+    assert [n for n, _ in bridge.named_parameters()] == [n for n, _ in ecab.named_parameters()]
+    ecab.load_state_dict(bridge.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(bridge.eval()(x), ecab.eval()(x))
+    block = bridge.get_submodule("stage2.block1")
+    # stem (1) + stage1 3×3 + stage2 block0 3 conv outputs before it; its own three come next.
+    assert block.sources == (13, 14, 15)
+
+
+def test_layer_selection():
+    # stem, two blocks of stage 0 (2 convs each), one block of stage 1.
+    table = [Layer(-1, -1, 8), Layer(0, 0, 8), Layer(0, 0, 8), Layer(0, 1, 8), Layer(0, 1, 8),
+             Layer(1, 2, 16), Layer(1, 2, 16)]
+    assert select_layers("block", table, "x") == (5, 6)
+    assert select_layers("last2", table, "x") == (3, 4, 5, 6)
+    assert select_layers("last9", table, "x") == (1, 2, 3, 4, 5, 6)
+    assert select_layers("stage", table, "x") == (5, 6)
+    assert select_layers("stage", table[:5], "x") == (1, 2, 3, 4)
+    assert select_layers("all", table, "x") == tuple(range(7))
+    assert select_layers([-1, -7], table, "x") == (0, 6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"fusion": "sum", "project": False, "layers": "last2"}, "needs equal widths"),
+        ({"layers": [-99]}, "reaches before the stem"),
+        ({"layers": "last0"}, "layers='last0' is invalid"),
+        ({"layers": [1, 2]}, "is invalid"),
+        ({"fusion": "mean"}, "fusion='mean' is invalid"),
+        ({"reduction": 0}, "reduction=0 is invalid"),
+        ({"kernel": 3}, "takes no option 'kernel'"),
+    ],
+)
+def test_invalid_combinations_are_clear_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        create_model("resnet20", "ecab", **kwargs)
+
+
+def test_unknown_names_and_bridge_options():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet21'.*resnet20"):
+        create_model("resnet21")
+    with pytest.raises(ValueError, match="unknown attention 'sk'"):
+        create_model("resnet20", "sk")
+    with pytest.raises(ValueError, match="'bridge' takes no option 'fusion'"):
+        create_model("resnet20", "bridge", fusion="concat")
+    assert model_params("resnet20", "bridge") == {"num_classes", "in_chans", "width", "reduction"}
+    assert {"layers", "fusion", "project"} <= model_params("resnet20", "ecab")
+
+
+def test_model_config_round_trips_through_json():
+    cfg = ModelConfig("resnet8", "ecab", {"layers": [-1, -2], "fusion": "sum"}, 0.5, 4, 1)
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert count(again.build()) == count(cfg.build())
+    with pytest.raises(ValueError, match="unknown model config key"):
+        ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
