@@ -1,0 +1,125 @@
+"""The one checkpoint format: safetensors weights + JSON metadata (+ optional resume state).
+
+Nothing here unpickles arbitrary objects: weights are safetensors, metadata is JSON, and the
+resume state is read with `torch.load(weights_only=True)`, which only rebuilds tensors and
+plain containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ecab_tune.config import TrainConfig, from_dict, to_dict
+from ecab_tune.data import DataInfo
+from ecab_tune.models import ModelConfig
+
+FORMAT = "ecab_tune.checkpoint/1"
+WEIGHTS, META, STATE = "model.safetensors", "meta.json", "train_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is missing, malformed or does not match its own metadata."""
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a checkpoint says about itself: enough to rebuild, preprocess and describe the model."""
+
+    model: ModelConfig
+    data: DataInfo
+    train: TrainConfig | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": self.model.to_dict(),
+            "data": self.data.to_dict(),
+            "train": None if self.train is None else to_dict(self.train),
+            "metrics": self.metrics,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Meta:
+        if raw.get("format") != FORMAT:
+            raise ValueError(f"format is {raw.get('format')!r}, expected {FORMAT!r}")
+        train = raw.get("train")
+        return cls(
+            model=ModelConfig.from_dict(raw["model"]),
+            data=DataInfo.from_dict(raw["data"]),
+            train=None if train is None else from_dict(TrainConfig, train),
+            metrics=dict(raw.get("metrics") or {}),
+            extra=dict(raw.get("extra") or {}),
+        )
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save(
+    folder: str | Path, model: nn.Module, meta: Meta, train_state: dict[str, Any] | None = None
+) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # safetensors wants dense, contiguous CPU tensors (channels_last weights are not).
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _write_atomic(folder / WEIGHTS, lambda p: save_file(weights, str(p)))
+    if train_state is not None:
+        _write_atomic(folder / STATE, lambda p: torch.save(train_state, p))
+    # Metadata last: its presence marks a complete checkpoint.
+    _write_atomic(folder / META, lambda p: p.write_text(json.dumps(meta.to_dict(), indent=2)))
+    return folder
+
+
+def read_meta(folder: str | Path) -> Meta:
+    path = Path(folder) / META
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a checkpoint: {META} is missing")
+    try:
+        return Meta.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is malformed: {exc}") from exc
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Meta]:
+    """Rebuild the model a checkpoint describes and load its weights strictly."""
+    meta = read_meta(folder)
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS}")
+    try:
+        weights = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from exc
+    model = meta.model.build()
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match the model in {META}: {exc}") from exc
+    return model.to(device).eval(), meta
+
+
+def load_train_state(folder: str | Path) -> dict[str, Any] | None:
+    """The resume state, or None when the checkpoint has none."""
+    path = Path(folder) / STATE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling refusal or corruption is the same user error
+        raise CheckpointError(f"{path} cannot be loaded safely: {exc}") from exc

@@ -1,0 +1,251 @@
+"""The one training loop and the one evaluation: the CLI trainer, search and study all use them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ecab_tune.config import TrainConfig
+from ecab_tune.data import Split, Splits, iterate_batches
+
+COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    images_per_s: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    def line(self, epochs: int) -> str:
+        return (
+            f"epoch {self.epoch:>3}/{epochs}  loss {self.train_loss:.4f}  acc {self.train_acc:6.2%}"
+            f"  val_loss {self.val_loss:.4f}  val_acc {self.val_acc:6.2%}  lr {self.lr:.4f}"
+            f"  {self.images_per_s:,.0f} img/s  {self.seconds:.1f}s"
+        )
+
+
+@dataclass
+class FitResult:
+    status: str  # COMPLETED, DIVERGED or STOPPED (the callback asked to stop)
+    history: list[EpochResult]
+
+    @property
+    def best_val_acc(self) -> float:
+        return max((e.val_acc for e in self.history), default=float("nan"))
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak LR at optimiser step `step`: linear warm-up, then decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return max(0.0, 1.0 - progress)  # onecycle: triangular, as in the fast CIFAR trainers
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def build_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Initialise a model from `seed` without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+class Trainer:
+    """Owns model, optimiser and data order; `state_dict` captures all of it for exact resume."""
+
+    def __init__(self, model: nn.Module, splits: Splits, cfg: TrainConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.splits = splits.to(device)
+        self.eval_split: Split = (
+            self.splits.val if self.splits.val is not None else self.splits.test
+        )
+        on_cuda = device.type == "cuda"
+        self.channels_last = cfg.channels_last and on_cuda
+        self.model = model.to(device, memory_format=self._memory_format)
+        self.amp_dtype = (
+            torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        self.use_amp = cfg.amp and on_cuda
+        # bf16 has fp32's range, so only fp16 needs loss scaling.
+        self.scaler = torch.amp.GradScaler(
+            device.type, enabled=self.use_amp and self.amp_dtype == torch.float16
+        )
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases: no L2
+        self.optimizer = torch.optim.SGD(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+        )
+        self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} exceeds the {len(self.splits.train)} training images"
+            )
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.epoch = 0
+        self.step = 0
+        self.history: list[EpochResult] = []
+
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def _set_lr(self) -> float:
+        lr = self.cfg.lr * lr_factor(
+            self.step, self.total_steps, self.warmup_steps, self.cfg.schedule
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimiser step; returns (summed loss, correct count) as device tensors (no sync)."""
+        self._set_lr()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return loss.detach() * len(labels), (logits.argmax(1) == labels).sum()
+
+    def train_epoch(self) -> tuple[float, float, float]:
+        """Returns (mean loss, accuracy, images/s) over one pass of the training split."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        start = time.perf_counter()
+        for images, labels in iterate_batches(
+            self.splits.train,
+            self.splits.info,
+            self.cfg.batch_size,
+            train=True,
+            generator=self.generator,
+            channels_last=self.channels_last,
+        ):
+            batch_loss, batch_correct = self.train_step(images, labels)
+            loss_sum += batch_loss
+            correct += batch_correct
+            seen += len(labels)
+        loss, acc = loss_sum.item() / seen, correct.item() / seen  # the epoch's only sync
+        return loss, acc, seen / (time.perf_counter() - start)
+
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """Mean loss and accuracy of the current model on `split` (no augmentation)."""
+        return evaluate(
+            self.model,
+            split,
+            self.splits.info,
+            self.cfg.eval_batch_size,
+            amp_dtype=self.amp_dtype if self.use_amp else None,
+            channels_last=self.channels_last,
+        )
+
+    def fit(self, on_epoch: Callable[[EpochResult], bool | None] | None = None) -> FitResult:
+        """Train up to `cfg.epochs`; `on_epoch` may return True to stop early."""
+        while self.epoch < self.cfg.epochs:
+            start = time.perf_counter()
+            train_loss, train_acc, throughput = self.train_epoch()
+            val_loss, val_acc = self.evaluate(self.eval_split)
+            self.epoch += 1
+            result = EpochResult(
+                self.epoch,
+                train_loss,
+                train_acc,
+                val_loss,
+                val_acc,
+                self.optimizer.param_groups[0]["lr"],
+                throughput,
+                time.perf_counter() - start,
+            )
+            self.history.append(result)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                return FitResult(DIVERGED, self.history)
+            if on_epoch is not None and on_epoch(result):
+                return FitResult(STOPPED, self.history)
+        return FitResult(COMPLETED, self.history)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything beyond the weights that an exact resume needs (loadable weights_only)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": [e.to_dict() for e in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = [EpochResult(**e) for e in state["history"]]
+
+
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    info: Any,
+    batch_size: int,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on `split`."""
+    model.eval()
+    device = split.images.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with (
+        torch.inference_mode(),
+        torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ),
+    ):
+        for images, labels in iterate_batches(
+            split, info, batch_size, train=False, channels_last=channels_last
+        ):
+            logits = model(images).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+    return loss_sum.item() / len(split), correct.item() / len(split)
