@@ -1,0 +1,90 @@
+"""The Ray Tune trial: a thin adapter from a sampled config to the shared single-run trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from ecab_tune.data import Splits
+from ecab_tune.engine import DIVERGED, EpochResult, resolve_device
+from ecab_tune.space import SearchSpace
+from ecab_tune.train import make_trainer, save_trainer
+
+CRASH_MARKER = ".crash-injected"
+
+
+class InjectedCrash(RuntimeError):
+    """Raised once per experiment by `crash_after_epoch`, to prove trials recover."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial of one search shares; the sampled params arrive as Tune's config."""
+
+    space: SearchSpace
+    max_epochs: int
+    seed: int
+    experiment_dir: str
+    crash_after_epoch: int | None = None  # fault injection: the first trial there crashes once
+
+
+def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
+    context = tune.get_context()
+    cpus = context.get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    info = data.info
+    model_cfg, train_cfg = spec.space.resolve(
+        config,
+        num_classes=len(info.classes),
+        in_chans=info.channels,
+        epochs=spec.max_epochs,
+        seed=spec.seed,
+    )
+    resumed = tune.get_checkpoint()
+    with resumed.as_directory() if resumed else contextlib.nullcontext() as resume_dir:
+        trainer = make_trainer(model_cfg, data, train_cfg, resolve_device("auto"), resume_dir)
+    num_params = sum(p.numel() for p in trainer.model.parameters())
+
+    fit_started_at = time.time()  # wall clock, to measure scheduling overhead per trial
+
+    def report(result: EpochResult, *, diverged: bool = False, checkpoint: bool = True) -> None:
+        metrics = {
+            **result.to_dict(),
+            "num_params": num_params,
+            "diverged": diverged,
+            "fit_started_at": fit_started_at,
+        }
+        if not checkpoint:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_trainer(folder, trainer, model_cfg, metrics, extra={"params": config})
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    def on_epoch(result: EpochResult) -> None:
+        report(result)
+        if result.epoch == spec.crash_after_epoch and _claim_crash(spec.experiment_dir):
+            raise InjectedCrash(f"injected crash after epoch {result.epoch}")
+
+    fit = trainer.fit(on_epoch)
+    if fit.status == DIVERGED:
+        report(fit.history[-1], diverged=True, checkpoint=False)
+
+
+def _claim_crash(experiment_dir: str) -> bool:
+    """True for exactly one caller per experiment (an exclusive create of a marker file)."""
+    try:
+        fd = os.open(Path(experiment_dir) / CRASH_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, tune.get_context().get_trial_id().encode())
+    os.close(fd)
+    return True

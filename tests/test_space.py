@@ -1,0 +1,134 @@
+import optuna
+import pytest
+
+from ecab_tune.space import SPACES_DIR, SpaceError, load_space
+
+VALID = """
+defaults: {model: resnet8, attention: ecab, max_epochs: 3}
+params:
+  attention.fusion: {type: choice, values: [sum, concat]}
+  attention.project: {type: choice, values: [true, false], when: {attention.fusion: concat}}
+  lr: {type: loguniform, low: 0.01, high: 0.5}
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+def test_builtin_spaces_load_and_resolve(name):
+    space = load_space(name)
+    assert space.params
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    model, train = space.resolve(space.sample(trial), num_classes=10, in_chans=1, epochs=2, seed=0)
+    assert model.build() is not None and train.epochs == 2
+
+
+def test_conditional_parameter_is_drawn_only_when_its_condition_holds(tmp_path):
+    space = load_space(write(tmp_path, VALID))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        params = space.sample(study.ask())
+        seen.add(params["attention.fusion"])
+        assert ("attention.project" in params) == (params["attention.fusion"] == "concat")
+    assert seen == {"sum", "concat"}
+
+
+def test_condition_on_the_attention_choice(tmp_path):
+    space = load_space(
+        write(
+            tmp_path,
+            """
+defaults: {model: resnet8, attention: none}
+params:
+  attention: {type: choice, values: [none, se, ecab]}
+  attention.reduction: {type: choice, values: [4, 8], when: {attention: [se, ecab]}}
+""",
+        )
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    for _ in range(20):
+        params = space.sample(study.ask())
+        assert ("attention.reduction" in params) == (params["attention"] != "none")
+        model, _ = space.resolve(params, num_classes=10, in_chans=1, epochs=1, seed=0)
+        model.build()
+
+
+@pytest.mark.parametrize(
+    "text,key,words",
+    [
+        ("bogus: 1\n" + VALID, "bogus", "unknown key"),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, colour: red"),
+            "defaults.colour",
+            "unknown key",
+        ),
+        (
+            VALID + "  dropout: {type: uniform, low: 0, high: 1}\n",
+            "params.dropout",
+            "unknown parameter",
+        ),
+        (
+            VALID.replace("values: [sum, concat]", "values: []"),
+            "params.attention.fusion.values",
+            "non-empty",
+        ),
+        (VALID.replace("low: 0.01, high: 0.5", "low: 0.5, high: 0.01"), "params.lr", "must be <"),
+        (VALID.replace("low: 0.01", "low: 0.0"), "params.lr.low", "above 0"),
+        (VALID.replace("low: 0.01", "low: 1e-2"), "params.lr.low", "finite number"),
+        (
+            VALID.replace("attention: ecab", "attention: se"),
+            "params.attention.fusion",
+            "takes no option 'fusion'",
+        ),
+        (
+            VALID.replace("when: {attention.fusion: concat}", "when: {lr: 0.1}"),
+            "params.attention.project.when.lr",
+            "defined above",
+        ),
+        (
+            VALID + "  batch_size: {type: choice, values: [1, 64]}\n",
+            "params.batch_size",
+            "batch_size=1",
+        ),
+        (VALID.replace("model: resnet8", "model: resnet9"), "defaults.model", "allowed: "),
+        (VALID.replace("type: loguniform", "type: normal"), "params.lr.type", "allowed: "),
+    ],
+)
+def test_invalid_spaces_name_file_key_and_remedy(tmp_path, text, key, words):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert str(path) in message and key in message and words in message
+
+
+def test_option_under_an_attention_choice_needs_a_condition(tmp_path):
+    path = write(
+        tmp_path,
+        """
+defaults: {model: resnet8}
+params:
+  attention: {type: choice, values: [se, eca]}
+  attention.reduction: {type: choice, values: [4, 8]}
+""",
+    )
+    with pytest.raises(SpaceError, match="'eca' takes no option 'reduction'"):
+        load_space(path)
+
+
+def test_unknown_space_name_lists_builtins():
+    with pytest.raises(SpaceError, match=r"built-in spaces: .*bridge"):
+        load_space("nope")
+
+
+def test_grid_needs_unconditional_choices(tmp_path):
+    assert load_space("baselines").grid() == {
+        "attention": ["none", "se", "cbam", "eca", "bridge", "ecab"]
+    }
+    with pytest.raises(SpaceError, match="grid searcher"):
+        load_space(write(tmp_path, VALID)).grid()
