@@ -4,13 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages: the offline Fashion-MNIST, and Chromium for the page's end-to-end test.
 FMNIST=/usr/share/datasets/fashion-mnist
-if [ ! -d "$FMNIST" ] && command -v apt-get >/dev/null 2>&1; then
+missing=()
+[ -d "$FMNIST" ] || missing+=(dataset-fashion-mnist)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "[setup] installing Debian's dataset-fashion-mnist"
+    echo "[setup] installing Debian's ${missing[*]}"
     $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 fi
 [ -d "$FMNIST" ] || echo "[setup] note: $FMNIST is absent; Fashion-MNIST will need --data-dir or a download"
 

@@ -1,0 +1,127 @@
+"""Request bodies: the size limit, and the two ways to send images (multipart or JSON)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.errors import (
+    BadRequest,
+    InvalidInput,
+    ServeError,
+    TooLarge,
+    UnsupportedMediaType,
+    describe_validation,
+)
+from serve.images import Upload, from_base64
+from serve.schemas import PredictJSON
+
+FIELD = "files"
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over `max_bytes` by Content-Length and while reading.
+
+    Both checks raise when the route first reads the body, so the refusal goes through the
+    app's error handling like any other; a lying or absent Content-Length is caught by counting.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        limit = self.max_bytes
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if declared is not None:
+                if not declared.isdigit():
+                    raise BadRequest(f"Content-Length {declared.decode(errors='replace')!r} "
+                                     "is not a number")
+                if int(declared) > limit:
+                    raise TooLarge(f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise TooLarge(f"the body exceeds the limit of {limit:,} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def read_uploads(request: Request, max_images: int) -> list[Upload]:
+    """The images of a `/predict` request, whichever encoding the client chose."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        uploads = await _from_multipart(request, max_images)
+    elif media == "application/json":
+        uploads = await _from_json(request, max_images)
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {media or '(none)'} is not accepted: send multipart/form-data with "
+            f"the images in the field '{FIELD}', or application/json "
+            '{"images": ["<base64>", ...]}'
+        )
+    if len(uploads) > max_images:
+        raise InvalidInput(f"too many images: {len(uploads)}; at most {max_images} per request")
+    return uploads
+
+
+async def _from_multipart(request: Request, max_images: int) -> list[Upload]:
+    try:
+        form = await request.form(max_files=max_images, max_fields=8)
+    except ServeError:
+        raise
+    except HTTPException as exc:  # Starlette's multipart limits and syntax errors
+        if "Too many files" in str(exc.detail):
+            raise InvalidInput(f"too many images: at most {max_images} per request") from exc
+        raise BadRequest(f"malformed multipart body: {exc.detail}") from exc
+    except Exception as exc:  # the parser's own errors on garbage input
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    try:
+        unknown = sorted({key for key in form if key != FIELD})
+        if unknown:
+            raise InvalidInput(
+                f"unexpected multipart field(s) {', '.join(map(repr, unknown))}; "
+                f"send the images in the field '{FIELD}'"
+            )
+        items = form.getlist(FIELD)
+        if not items:
+            raise InvalidInput(f"no images: send one or more files in the field '{FIELD}'")
+        uploads = []
+        for item in items:
+            if not isinstance(item, UploadFile):
+                raise InvalidInput(f"the field '{FIELD}' must hold file uploads, not text")
+            uploads.append(Upload(await item.read(), item.filename or ""))
+        return uploads
+    finally:
+        await form.close()
+
+
+async def _from_json(request: Request, max_images: int) -> list[Upload]:
+    body = await request.body()
+    if not body:
+        raise BadRequest('empty body: send {"images": ["<base64>", ...]}')
+    try:
+        parsed = PredictJSON.model_validate_json(body)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise BadRequest(
+                f"the body is not valid JSON: {describe_validation(exc.errors())}"
+            ) from exc
+        raise InvalidInput(describe_validation(exc.errors())) from exc
+    if len(parsed.images) > max_images:
+        raise InvalidInput(
+            f"too many images: {len(parsed.images)}; at most {max_images} per request"
+        )
+    return [from_base64(text, i) for i, text in enumerate(parsed.images)]

@@ -1,0 +1,73 @@
+"""Every error the service reports, each with its status code; `app.py` renders them as JSON.
+
+They subclass `HTTPException` so that FastAPI passes them through untouched from anywhere,
+including from inside body parsing (the body-size limit fires while the body is being read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import HTTPException, status
+
+
+class ServeError(HTTPException):
+    """A request the service refuses; `detail` says what was wrong, in the client's terms."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=type(self).status_code, detail=detail, headers=headers)
+
+
+class BadRequest(ServeError):
+    """The body cannot be parsed at all (malformed JSON or multipart)."""
+
+
+class InvalidInput(ServeError):
+    """Well-formed request, unusable content: not an image, bad base64, wrong field, bad value."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+
+class TooLarge(ServeError):
+    """Body over `max_body_bytes`, or an image over `max_pixels` (decompression bomb)."""
+
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+
+
+class UnsupportedMediaType(ServeError):
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+
+class Unauthorized(ServeError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServeError):
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+class NotReady(ServeError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class BadCheckpoint(InvalidInput):
+    """A `/reload` target that is not a loadable checkpoint; the old model keeps serving."""
+
+
+def describe_validation(errors: Sequence[Any]) -> str:
+    """Pydantic/FastAPI validation errors as one readable line: where, what, and the value sent."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        text = f"{where}: {error.get('msg', 'invalid')}"
+        if "input" in error and error.get("type") not in ("missing", "json_invalid"):
+            shown = repr(error["input"])
+            text += f" (got {shown[:80] + '…' if len(shown) > 80 else shown})"
+        parts.append(text)
+    return "; ".join(parts) or "invalid request"

@@ -1,0 +1,81 @@
+"""Untrusted bytes → a decoded PIL image, with every failure turned into a clear 4xx.
+
+The conversion to the model's input (mode, size, dtype) is not here: it is the training code's
+`ecab_tune.data.image_to_uint8`, imported by the service.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+from serve.errors import InvalidInput, TooLarge
+
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image as received: its bytes and how the client named it (for error messages)."""
+
+    data: bytes
+    name: str
+
+    def describe(self, index: int) -> str:
+        return f"image {index} ({self.name!r})" if self.name else f"image {index}"
+
+
+def from_base64(text: str, index: int) -> Upload:
+    """Decode one JSON image: plain base64 or a `data:image/...;base64,` URL."""
+    payload = _WHITESPACE.sub("", _DATA_URL.sub("", text, count=1))
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"images[{index}] is not valid base64: {exc}") from exc
+    return Upload(data, f"images[{index}]")
+
+
+def decode(upload: Upload, index: int, max_pixels: int) -> Image.Image:
+    """Fully decode one image, refusing empty, unknown, truncated and oversized ones."""
+    what = upload.describe(index)
+    if not upload.data:
+        raise InvalidInput(f"{what} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below is the guard; PIL's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(upload.data), formats=FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(
+            f"{what} is a decompression bomb ({exc}); the limit is {max_pixels:,} pixels"
+        ) from exc
+    except Exception as exc:  # any decoder complaint means "not an image we accept"
+        raise InvalidInput(
+            f"{what} is not a supported image ({', '.join(FORMATS)}): {_reason(exc)}"
+        ) from exc
+    # The header is parsed, the pixels are not: refuse bombs before allocating them.
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise TooLarge(
+            f"{what} is {image.width}×{image.height} = {pixels:,} pixels; "
+            f"the limit is {max_pixels:,} (decompression-bomb guard)"
+        )
+    try:
+        image.load()
+    except Exception as exc:  # truncated or corrupt data: the decoder's own words say which
+        raise InvalidInput(
+            f"{what} is a truncated or corrupt {image.format} image: {_reason(exc)}"
+        ) from exc
+    return image
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,294 @@
+"""The loaded model (`ModelHandle`) and the micro-batcher that feeds it.
+
+Requests hand their images to one `MicroBatcher`; its single worker runs a forward pass over
+whatever has queued (up to `max_batch` images) in a dedicated thread, so the event loop never
+waits on torch. A reload only swaps which handle new requests capture: jobs carry the handle
+they were converted for, so a batch never mixes input shapes and no request fails mid-swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ecab_tune import checkpoint
+from ecab_tune.checkpoint import CheckpointError, Meta
+from ecab_tune.data import preprocess
+from ecab_tune.models import capture_attention
+from ecab_tune.search import EXPORT_DIR
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder as is; an experiment folder → its exported best checkpoint."""
+    folder = Path(path).expanduser()
+    if (folder / checkpoint.META).is_file():
+        return folder
+    if (folder / EXPORT_DIR / checkpoint.META).is_file():
+        return folder / EXPORT_DIR
+    if not folder.exists():
+        raise CheckpointError(f"{folder} does not exist")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder (expected a checkpoint folder)")
+    raise CheckpointError(
+        f"{folder} is neither a checkpoint (no {checkpoint.META}) nor an experiment folder "
+        f"with an exported best model ({EXPORT_DIR}/{checkpoint.META})"
+    )
+
+
+@dataclass(frozen=True)
+class AttentionModuleInfo:
+    name: str
+    kind: str
+    outputs: tuple[str, ...]
+    channels: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer: (class index, probability) best first, and its attention maps."""
+
+    top: list[tuple[int, float]]
+    attention: dict[str, dict[str, list[Any]]] | None
+
+
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """A model ready to answer: weights in eval mode, its metadata and what it exposes."""
+
+    model: nn.Module
+    meta: Meta
+    path: Path
+    source: str
+    device: torch.device
+    attention_modules: tuple[AttentionModuleInfo, ...]
+    parameters: int
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        d = self.meta.data
+        return d.channels, d.height, d.width
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta.data.classes)
+
+    def predict(self, images: Tensor, top_k: int, attention: bool) -> list[Prediction]:
+        """Classify a uint8 N×C×H×W batch exactly as training preprocesses it."""
+        with torch.inference_mode():
+            x = preprocess(images.to(self.device), self.meta.data)
+            captured: dict[str, dict[str, Tensor]] = {}
+            if attention:
+                with capture_attention(self.model) as captured:
+                    logits = self.model(x)
+            else:
+                logits = self.model(x)
+            probs = torch.softmax(logits.float(), dim=1)
+            values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+            # One .tolist() per tensor: far cheaper than per-element conversion.
+            maps = {
+                name: {kind: t.float().cpu().tolist() for kind, t in outputs.items()}
+                for name, outputs in captured.items()
+            }
+            values_l, indices_l = values.cpu().tolist(), indices.cpu().tolist()
+        return [
+            Prediction(
+                top=list(zip(indices_l[i], values_l[i], strict=True)),
+                attention={n: {k: v[i] for k, v in m.items()} for n, m in maps.items()}
+                if attention
+                else None,
+            )
+            for i in range(len(values_l))
+        ]
+
+
+def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
+    """Load and warm up a checkpoint; raises `CheckpointError` for anything unusable."""
+    folder = resolve_checkpoint(path)
+    target = torch.device(device)
+    model, meta = checkpoint.load_model(folder, device=target)
+    d = meta.data
+    if meta.model.num_classes != len(d.classes):
+        raise CheckpointError(
+            f"{folder}: the model has {meta.model.num_classes} outputs but the data names "
+            f"{len(d.classes)} classes"
+        )
+    # A warm-up forward pass both primes the kernels and lists the attention modules.
+    try:
+        with torch.inference_mode(), capture_attention(model) as captured:
+            model(preprocess(torch.zeros(1, d.channels, d.height, d.width, dtype=torch.uint8,
+                                         device=target), d))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{folder}: the model does not run on its own input shape: {exc}"
+        ) from exc
+    modules = tuple(
+        AttentionModuleInfo(
+            name=name,
+            kind=type(model.get_submodule(name)).__name__,
+            outputs=tuple(outputs),
+            channels=int(outputs["channel"].shape[1]) if "channel" in outputs else 0,
+        )
+        for name, outputs in captured.items()
+    )
+    return ModelHandle(
+        model=model,
+        meta=meta,
+        path=folder.resolve(),
+        source=str(path),
+        device=target,
+        attention_modules=modules,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+
+
+@dataclass(eq=False)
+class _Job:
+    handle: ModelHandle
+    images: Tensor
+    top_k: int
+    attention: bool
+    future: asyncio.Future[list[Prediction]]
+
+
+class MicroBatcher:
+    """Queue of jobs → forward passes of up to `max_batch` images on one worker thread.
+
+    The worker runs as soon as it is free. It waits (at most `max_wait_s`) only while other
+    requests are still being decoded, so a lone request pays no batching delay and a burst
+    shares one forward pass. A job larger than `max_batch` runs alone.
+    """
+
+    def __init__(self, max_batch: int, max_wait_s: float) -> None:
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.batches = 0  # forward passes run, for monitoring and tests
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._queued_images = 0
+        self._arriving = 0
+        self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-inference")
+        self._worker = asyncio.create_task(self._run(), name="serve-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the server is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    @contextlib.contextmanager
+    def arrival(self) -> Iterator[Arrival]:
+        """Announce a request that is decoding its images, so a forming batch waits for it."""
+        ticket = Arrival(self)
+        self._arriving += 1
+        try:
+            yield ticket
+        finally:
+            if not ticket.submitted:
+                self._arriving -= 1
+                self._wake.set()
+
+    def _enqueue(self, job: _Job) -> None:
+        self._queue.append(job)
+        self._queued_images += len(job.images)
+        self._arriving -= 1
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [job for job in await self._collect() if not job.future.done()]
+            # Jobs converted for different handles (a reload happened) never share a batch.
+            groups: dict[int, list[_Job]] = {}
+            for job in jobs:
+                groups.setdefault(id(job.handle), []).append(job)
+            for group in groups.values():
+                try:
+                    results = await loop.run_in_executor(self._executor, _run_group, group)
+                except Exception as exc:  # the requests report it; the worker keeps serving
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    continue
+                self.batches += 1
+                for job, result in zip(group, results, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
+
+    async def _collect(self) -> list[_Job]:
+        loop = asyncio.get_running_loop()
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        deadline = loop.time() + self.max_wait_s
+        while self._queued_images < self.max_batch and self._arriving > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        batch: list[_Job] = []
+        size = 0
+        while self._queue and (not batch or size + len(self._queue[0].images) <= self.max_batch):
+            job = self._queue.popleft()
+            batch.append(job)
+            size += len(job.images)
+        self._queued_images -= size
+        return batch
+
+
+class Arrival:
+    """A request on its way into the queue (see `MicroBatcher.arrival`)."""
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self._batcher = batcher
+        self.submitted = False
+
+    def submit(
+        self, handle: ModelHandle, images: Tensor, top_k: int, attention: bool
+    ) -> asyncio.Future[list[Prediction]]:
+        future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
+        self.submitted = True
+        self._batcher._enqueue(_Job(handle, images, top_k, attention, future))
+        return future
+
+
+def _run_group(jobs: list[_Job]) -> list[list[Prediction]]:
+    """One forward pass for jobs of one handle; each gets its own slice back."""
+    handle = jobs[0].handle
+    images = torch.cat([job.images for job in jobs]) if len(jobs) > 1 else jobs[0].images
+    predictions = handle.predict(
+        images, max(job.top_k for job in jobs), any(job.attention for job in jobs)
+    )
+    out, start = [], 0
+    for job in jobs:
+        mine = predictions[start : start + len(job.images)]
+        start += len(job.images)
+        out.append([
+            Prediction(top=p.top[: job.top_k], attention=p.attention if job.attention else None)
+            for p in mine
+        ])
+    return out

@@ -1,0 +1,103 @@
+"""Pydantic models of every request and response body (they are also the OpenAPI docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Requests -------------------------------------------------------------------------------------
+
+
+class PredictJSON(_Strict):
+    """`POST /predict` as JSON (the alternative to a multipart upload in the field `files`)."""
+
+    images: list[str] = Field(
+        min_length=1,
+        description="base64-encoded image files (PNG, JPEG, WebP, BMP, GIF), plain or as "
+        "data: URLs",
+        examples=[["iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="]],
+    )
+
+
+class ReloadRequest(_Strict):
+    path: str | None = Field(
+        default=None,
+        description="checkpoint or experiment folder to serve next; omitted: re-read the current "
+        "one (an experiment folder's best/ may have changed)",
+    )
+
+
+# Responses ------------------------------------------------------------------------------------
+
+
+class Error(BaseModel):
+    detail: str = Field(description="what was wrong, in the client's terms")
+
+
+class ClassScore(BaseModel):
+    label: str
+    index: int
+    probability: float
+
+
+class AttentionWeights(BaseModel):
+    channel: list[float] | None = Field(
+        default=None, description="per-channel gate of the module (one weight per channel)"
+    )
+    spatial: list[list[float]] | None = Field(
+        default=None, description="CBAM's spatial map, H×W rows"
+    )
+
+
+class ImagePrediction(BaseModel):
+    name: str = Field(description="the upload's file name, or images[i] for JSON")
+    top: list[ClassScore] = Field(description="the top-k classes, most probable first")
+    attention: dict[str, AttentionWeights] | None = Field(
+        default=None,
+        description="weights of every attention module by name (unless attention=false)",
+    )
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="the checkpoint folder that answered")
+    predictions: list[ImagePrediction]
+
+
+class AttentionModule(BaseModel):
+    name: str
+    kind: str = Field(description="the module's class")
+    outputs: list[Literal["channel", "spatial"]]
+    channels: int
+
+
+class ModelInfo(BaseModel):
+    path: str = Field(description="the checkpoint folder being served")
+    source: str = Field(description="what was asked for (a checkpoint or an experiment folder)")
+    architecture: str
+    attention: str
+    attention_kwargs: dict[str, Any]
+    config: dict[str, Any] = Field(description="the full ModelConfig of the checkpoint")
+    attention_modules: list[AttentionModule]
+    parameters: int
+    input_shape: list[int] = Field(description="C, H, W the model takes")
+    classes: list[str]
+    data: dict[str, Any] = Field(description="the dataset description (normalisation included)")
+    metrics: dict[str, Any]
+    train: dict[str, Any] | None
+    search: dict[str, Any] = Field(description="the search config and trial parameters")
+    loaded_at: float = Field(description="Unix time of the load")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    model: str | None = None

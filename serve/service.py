@@ -1,0 +1,150 @@
+"""What the routes call: predict, describe and reload, on top of the handle and the batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import torch
+from starlette.concurrency import run_in_threadpool
+from torch import Tensor
+
+from ecab_tune.checkpoint import CheckpointError
+from ecab_tune.data import image_to_uint8
+from serve import images as image_io
+from serve.errors import BadCheckpoint, InvalidInput, NotReady
+from serve.images import Upload
+from serve.inference import MicroBatcher, ModelHandle, Prediction, load_handle
+from serve.schemas import (
+    AttentionModule,
+    AttentionWeights,
+    ClassScore,
+    ImagePrediction,
+    ModelInfo,
+    PredictResponse,
+    Readiness,
+)
+from serve.settings import ServeSettings
+
+
+class Service:
+    """The one shared resource of the app (injected into routes, never imported as a global)."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.handle: ModelHandle | None = None
+        self.batcher: MicroBatcher | None = None
+        self._reload_lock: asyncio.Lock | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.threads is not None:
+            torch.set_num_threads(s.threads)
+        if s.model is not None:
+            self.handle = await asyncio.to_thread(load_handle, s.model, s.device)
+        self._reload_lock = asyncio.Lock()
+        self.batcher = MicroBatcher(s.max_batch, s.max_wait_ms / 1000.0)
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    def current(self) -> ModelHandle:
+        if self.handle is None or self.batcher is None:
+            raise NotReady("no model is loaded: start with --model PATH or POST /reload a path")
+        return self.handle
+
+    def readiness(self) -> Readiness:
+        if self.handle is None or self.batcher is None:
+            return Readiness(status="not ready")
+        return Readiness(status="ready", model=str(self.handle.path))
+
+    async def predict(
+        self, uploads: list[Upload], top_k: int | None, attention: bool
+    ) -> PredictResponse:
+        # One handle for the whole request: a reload meanwhile cannot change its input shape.
+        handle = self.current()
+        assert self.batcher is not None
+        classes = handle.classes
+        if top_k is None:
+            top_k = min(self.settings.top_k, len(classes))
+        elif top_k > len(classes):
+            raise InvalidInput(
+                f"top_k={top_k} is invalid: this model has {len(classes)} classes "
+                f"(allowed: 1..{len(classes)})"
+            )
+        with self.batcher.arrival() as arrival:
+            # Decoding is CPU work on untrusted data: off the event loop.
+            batch = await run_in_threadpool(self._to_batch, uploads, handle)
+            future = arrival.submit(handle, batch, top_k, attention)
+        results = await future
+        return PredictResponse(
+            model=str(handle.path),
+            predictions=[
+                _to_schema(upload.name, result, classes)
+                for upload, result in zip(uploads, results, strict=True)
+            ],
+        )
+
+    def _to_batch(self, uploads: list[Upload], handle: ModelHandle) -> Tensor:
+        c, h, w = handle.input_shape
+        tensors = []
+        for i, upload in enumerate(uploads):
+            image = image_io.decode(upload, i, self.settings.max_pixels)
+            tensors.append(image_to_uint8(image, c, size=(h, w)))
+        return torch.stack(tensors)
+
+    def info(self) -> ModelInfo:
+        return _model_info(self.current())
+
+    async def reload(self, path: str | None) -> ModelInfo:
+        """Load a checkpoint next to the serving one, then swap; on failure keep the old one."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            source = path or (self.handle.source if self.handle else self.settings.model)
+            if source is None:
+                raise InvalidInput("no path given and none configured: send {\"path\": \"...\"}")
+            try:
+                handle = await asyncio.to_thread(load_handle, source, self.settings.device)
+            except CheckpointError as exc:
+                kept = "still serving the old model" if self.handle else "no model is loaded"
+                raise BadCheckpoint(f"cannot load {source}: {exc}; {kept}") from exc
+            # A single attribute store: requests see either the old or the new handle.
+            self.handle = handle
+            return _model_info(handle)
+
+
+def _to_schema(name: str, result: Prediction, classes: tuple[str, ...]) -> ImagePrediction:
+    return ImagePrediction(
+        name=name,
+        top=[ClassScore(label=classes[i], index=i, probability=p) for i, p in result.top],
+        attention=None
+        if result.attention is None
+        else {n: AttentionWeights(**maps) for n, maps in result.attention.items()},
+    )
+
+
+def _model_info(handle: ModelHandle) -> ModelInfo:
+    meta = handle.meta
+    cfg = meta.model.to_dict()
+    return ModelInfo(
+        path=str(handle.path),
+        source=handle.source,
+        architecture=meta.model.name,
+        attention=meta.model.attention,
+        attention_kwargs=dict(meta.model.attention_kwargs),
+        config=cfg,
+        attention_modules=[
+            AttentionModule(name=m.name, kind=m.kind, outputs=list(m.outputs), channels=m.channels)
+            for m in handle.attention_modules
+        ],
+        parameters=handle.parameters,
+        input_shape=list(handle.input_shape),
+        classes=list(handle.classes),
+        data=meta.data.to_dict(),
+        metrics=meta.metrics,
+        train=None if meta.train is None else dataclasses.asdict(meta.train),
+        search=meta.extra,
+        loaded_at=handle.loaded_at,
+    )

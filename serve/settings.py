@@ -1,0 +1,42 @@
+"""The service's one configuration: `ECAB_SERVE_*` environment variables, overridden by flags."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class ServeSettings(BaseSettings):
+    """Validated once at start-up (env or `python -m serve` flags) and passed inward."""
+
+    model_config = SettingsConfigDict(env_prefix="ECAB_SERVE_", frozen=True, extra="forbid")
+
+    model: str | None = Field(
+        default=None,
+        description="checkpoint folder, or an experiment folder (its best/ export is served)",
+    )
+    host: str = Field(default="127.0.0.1", description="interface to bind (loopback by default)")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free one)")
+    device: str = Field(default="cpu", description="torch device for inference (cpu, cuda, cuda:1)")
+    threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads (default: torch's choice)"
+    )
+    max_batch: int = Field(default=32, ge=1, le=4096, description="images per forward pass")
+    max_wait_ms: float = Field(
+        default=3.0,
+        ge=0.0,
+        le=1000.0,
+        description="longest wait for requests already being decoded to join a batch",
+    )
+    max_images_per_request: int = Field(default=16, ge=1, le=1024)
+    max_body_bytes: int = Field(default=10 * MB, ge=1024, description="larger bodies get 413")
+    max_pixels: int = Field(
+        default=40_000_000, ge=1, description="decompression-bomb guard: width × height per image"
+    )
+    top_k: int = Field(default=5, ge=1, description="classes returned when the query omits top_k")
+    token: SecretStr | None = Field(
+        default=None,
+        description="bearer token: protects /predict when set; /reload is refused without one",
+    )

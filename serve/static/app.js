@@ -1,0 +1,140 @@
+// Plain JS for the page at "/": send one image to /predict and draw what comes back.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+async function describeModel() {
+  try {
+    const res = await fetch("model");
+    const info = await res.json();
+    if (!res.ok) throw new Error(info.detail || res.statusText);
+    const acc = info.metrics && info.metrics.test_acc;
+    $("model").textContent =
+      `${info.architecture} + ${info.attention} attention · ${info.parameters.toLocaleString()} ` +
+      `parameters · input ${info.input_shape.join("×")} · ${info.classes.length} classes` +
+      (typeof acc === "number" ? ` · test accuracy ${(100 * acc).toFixed(2)}%` : "");
+  } catch (err) {
+    $("model").textContent = `model: ${err.message}`;
+  }
+}
+
+async function predict(file) {
+  setStatus(`classifying ${file.name}…`);
+  $("top1").textContent = "";
+  $("top").replaceChildren();
+  $("attention").replaceChildren();
+  $("preview").src = URL.createObjectURL(file);
+  $("preview").style.display = "block";
+
+  const form = new FormData();
+  form.append("files", file, file.name);
+  const headers = {};
+  const token = $("token").value.trim();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let body;
+  try {
+    const res = await fetch("predict?top_k=5", { method: "POST", body: form, headers });
+    body = await res.json();
+    if (!res.ok) throw new Error(`${res.status}: ${body.detail}`);
+  } catch (err) {
+    setStatus(`error: ${err.message}`, true);
+    return;
+  }
+  const result = body.predictions[0];
+  showTop(result.top);
+  showAttention(result.attention || {});
+  setStatus(`done: ${file.name}`);
+}
+
+function showTop(top) {
+  $("top1").textContent = top[0].label;
+  const rows = top.map(({ label, probability }) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = label;
+    name.className = "label";
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${Math.max(0.5, 100 * probability)}%`;
+    const prob = document.createElement("span");
+    prob.className = "prob";
+    prob.textContent = `${(100 * probability).toFixed(1)}%`;
+    li.append(name, bar, prob);
+    return li;
+  });
+  $("top").replaceChildren(...rows);
+}
+
+function showAttention(modules) {
+  const figures = Object.entries(modules).map(([name, weights]) => {
+    const fig = document.createElement("figure");
+    fig.className = "attention-chart";
+    fig.dataset.module = name;
+    const caption = document.createElement("figcaption");
+    const channels = weights.channel || [];
+    caption.textContent = `${name} · ${channels.length} channels` +
+      (weights.spatial ? " · spatial map" : "");
+    fig.append(caption);
+    if (channels.length) fig.append(channelChart(channels));
+    if (weights.spatial) fig.append(spatialMap(weights.spatial));
+    return fig;
+  });
+  $("attention").replaceChildren(...figures);
+  if (!figures.length) $("attention").textContent = "this model has no attention modules";
+}
+
+// One bar per channel; the gates are sigmoids, so the axis is fixed to [0, 1].
+function channelChart(values) {
+  const canvas = document.createElement("canvas");
+  canvas.className = "channel";
+  const width = 280, height = 90, ratio = window.devicePixelRatio || 1;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  ctx.fillStyle = "#eef1f6";
+  ctx.fillRect(0, 0, width, height);
+  const step = width / values.length;
+  ctx.fillStyle = "#2f6fed";
+  values.forEach((v, i) => {
+    const h = Math.max(1, Math.min(1, Math.max(0, v)) * (height - 2));
+    ctx.fillRect(i * step, height - h, Math.max(1, step - (step > 3 ? 1 : 0)), h);
+  });
+  return canvas;
+}
+
+// CBAM's spatial gate as a grey-scale heat map, one canvas pixel per map cell.
+function spatialMap(rows) {
+  const canvas = document.createElement("canvas");
+  canvas.className = "spatial";
+  const h = rows.length, w = rows[0].length;
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  rows.forEach((row, y) => row.forEach((v, x) => {
+    const k = 4 * (y * w + x), c = Math.round(255 * Math.min(1, Math.max(0, v)));
+    img.data[k] = c; img.data[k + 1] = c; img.data[k + 2] = 255 - c; img.data[k + 3] = 255;
+  }));
+  ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+$("file").addEventListener("change", (e) => {
+  if (e.target.files.length) predict(e.target.files[0]);
+});
+const drop = $("drop");
+drop.addEventListener("click", (e) => { if (e.target === drop) $("file").click(); });
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  if (e.dataTransfer.files.length) predict(e.dataTransfer.files[0]);
+});
+describeModel();

@@ -1,0 +1,138 @@
+"""The service as users run it: `python -m serve` under uvicorn, and its page in Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serve_support import (
+    FASHION,
+    FASHION_DIR,
+    ROOT,
+    encode,
+    fashion_test_images,
+    make_checkpoint,
+    server,
+)
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TOKEN = "e2e-token"
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An experiment folder as the search leaves it: the best export under best/."""
+    root = tmp_path_factory.mktemp("runs") / "exp"
+    make_checkpoint(root / "best", "cbam", FASHION, seed=5)
+    return root
+
+
+def sample_png(seed: int = 0) -> bytes:
+    if FASHION_DIR.is_dir():
+        return encode(fashion_test_images(seed + 1)[seed][0])
+    return encode(np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8))
+
+
+def test_uvicorn_process(experiment: Path) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with server(experiment, env={"ECAB_SERVE_TOKEN": TOKEN}) as url, httpx.Client(
+        base_url=url, timeout=30
+    ) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        info = http.get("/model").json()
+        assert info["path"] == str((experiment / "best").resolve())
+        files = [("files", ("a.png", sample_png(0), "image/png")),
+                 ("files", ("b.png", sample_png(1), "image/png"))]
+        r = http.post("/predict", files=files, headers=auth)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert len(preds) == 2 and all(len(p["top"]) == 5 for p in preds)
+        assert set(preds[0]["attention"]) == {m["name"] for m in info["attention_modules"]}
+        assert http.post("/predict", files=files).status_code == 401
+        assert http.post("/reload", headers=auth).status_code == 200
+        # A declared 1 GB body is refused before any of it is sent.
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000000000\r\nAuthorization: Bearer " + TOKEN.encode()
+                      + b"\r\n\r\n{")
+            head = s.recv(4096).decode(errors="replace")
+        assert head.startswith("HTTP/1.1 413"), head
+        assert http.get("/readyz").status_code == 200
+
+
+def test_cli_refuses_a_bad_model_path(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "serve", "--model", str(tmp_path / "nope")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "does not exist" in run.stderr
+
+
+def test_binds_loopback_by_default(experiment: Path) -> None:
+    with server(experiment) as url:
+        assert url.startswith("http://127.0.0.1:")
+        port = int(url.rsplit(":", 1)[1])
+        out = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout \
+            if shutil.which("ss") else ""
+        if out:
+            listening = [line for line in out.splitlines() if f":{port} " in line]
+            assert listening and all("127.0.0.1:" in line for line in listening), listening
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    png = tmp_path / "shoe.png"
+    png.write_bytes(sample_png(0))
+    with server(experiment) as url:
+        api = httpx.post(f"{url}/predict", files=[("files", ("shoe.png", png.read_bytes(),
+                                                             "image/png"))], timeout=30).json()
+        expected = api["predictions"][0]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                         headless=True, env={**os.environ, "HOME": str(tmp_path)})
+            try:
+                page = browser.new_page()
+                page.goto(f"{url}/", timeout=30_000)
+                page.wait_for_function(
+                    "document.getElementById('model').textContent.includes('parameters')",
+                    timeout=30_000)
+                page.set_input_files("#file", str(png))
+                page.wait_for_function("document.getElementById('top1').textContent.length > 0",
+                                       timeout=30_000)
+                top1 = page.text_content("#top1")
+                rows = page.locator("#top li").count()
+                modules = page.eval_on_selector_all(".attention-chart",
+                                                    "els => els.map(e => e.dataset.module)")
+                # Count painted bar pixels in each module's channel chart.
+                painted = page.eval_on_selector_all(
+                    ".attention-chart canvas.channel",
+                    """els => els.map(c => {
+                        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                        let n = 0;
+                        for (let i = 0; i < d.length; i += 4)
+                            if (d[i] === 0x2f && d[i + 1] === 0x6f && d[i + 2] === 0xed) n++;
+                        return n; })""")
+                spatial = page.locator(".attention-chart canvas.spatial").count()
+                status = page.text_content("#status")
+            finally:
+                browser.close()
+    assert top1 == expected["top"][0]["label"]
+    assert rows == 5
+    assert modules == list(expected["attention"])
+    assert len(painted) == len(modules) and all(n > 0 for n in painted), painted
+    assert spatial == len(modules)  # CBAM: a spatial map per module
+    assert status.startswith("done")
