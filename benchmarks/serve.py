@@ -1,0 +1,220 @@
+"""Latency and throughput of the real server against model-only forward time, same machine.
+
+    python benchmarks/serve.py                      # resnet20 + bridge, random weights, 1×28×28
+    python benchmarks/serve.py --model runs/<name>  # a real checkpoint or experiment
+
+Starts `python -m serve` on a free loopback port, sends `--requests` single-image PNG requests
+(multipart, default query: top-5 and attention weights) at each concurrency with an httpx async
+client, and measures, in the same run, the model's own forward time at batch 1 and batch
+`--max-batch`. Targets: p50 at concurrency 1 ≤ 1.5× the model-only batch-1 latency; throughput
+at 32 clients ≥ 3× the sequential one; zero errors. Exits 1 on any failed request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from ecab_tune import checkpoint
+from ecab_tune.checkpoint import Meta
+from ecab_tune.data import DataInfo, image_to_uint8, preprocess
+from ecab_tune.models import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION = DataInfo(
+    name="fashion-mnist",
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+             "Sneaker", "Bag", "Ankle boot"),
+    channels=1, height=28, width=28, mean=(0.2860,), std=(0.3530,), crop_padding=2, flip=True,
+)
+
+
+def random_checkpoint(folder: Path, arch: str, attention: str) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch, attention, {}, width=1.0, num_classes=10, in_chans=1)
+    return checkpoint.save(folder, cfg.build().eval(), Meta(cfg, FASHION))
+
+
+def sample_images(n: int, channels: int, size: tuple[int, int]) -> list[bytes]:
+    """Real Fashion-MNIST test images when present, else noise; PNG-encoded."""
+    if FASHION_DIR.is_dir() and channels == 1 and size == (28, 28):
+        import gzip
+
+        with gzip.open(FASHION_DIR / "t10k-images-idx3-ubyte.gz") as f:
+            arrays = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    else:
+        shape = (n, *size) if channels == 1 else (n, *size, channels)
+        arrays = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    out = []
+    for a in arrays:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def model_only(folder: Path, pngs: list[bytes], batch: int, repeats: int) -> tuple[float, float]:
+    """(median batch-1 forward latency in s, forward throughput at `batch` in images/s)."""
+    model, meta = checkpoint.load_model(folder)
+    d = meta.data
+    uint8 = torch.stack([
+        image_to_uint8(Image.open(io.BytesIO(p)), d.channels, size=(d.height, d.width))
+        for p in pngs
+    ])
+    big = uint8.repeat((batch + len(uint8) - 1) // len(uint8), 1, 1, 1)[:batch]
+    with torch.inference_mode():
+        for _ in range(10):
+            model(preprocess(uint8[:1], d))
+        one = []
+        for i in range(repeats):
+            x = uint8[i % len(uint8)].unsqueeze(0)
+            t = time.perf_counter()
+            model(preprocess(x, d))
+            one.append(time.perf_counter() - t)
+        model(preprocess(big, d))
+        rounds = max(3, repeats // batch)
+        t = time.perf_counter()
+        for _ in range(rounds):
+            model(preprocess(big, d))
+        throughput = rounds * batch / (time.perf_counter() - t)
+    return statistics.median(one), throughput
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str | Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "serve", "--model", str(model), "--port", str(port),
+           "--log-level", "warning", *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "ECAB_SERVE_TOKEN": ""})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError("the server did not become ready in 120 s")
+
+
+async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
+    """`requests` requests from `concurrency` clients; latency percentiles and throughput."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+
+        async def run(count: int) -> tuple[list[float], int, float]:
+            todo = iter(range(count))  # shared by the clients: each request is sent once
+            latencies: list[float] = []
+            errors = 0
+
+            async def client() -> None:
+                nonlocal errors
+                for i in todo:
+                    files = [("files", (f"{i}.png", pngs[i % len(pngs)], "image/png"))]
+                    t = time.perf_counter()
+                    try:
+                        ok = (await http.post("/predict", files=files)).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    latencies.append(time.perf_counter() - t)
+                    errors += not ok
+
+            t = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(concurrency)))
+            return latencies, errors, time.perf_counter() - t
+
+        # Warm-up (opens the connections, fills the caches); its failures count too.
+        _, warm_errors, _ = await run(4 * concurrency)
+        latencies, errors, wall = await run(requests)
+        errors += warm_errors
+    qs = np.quantile(latencies, [0.5, 0.99])
+    return {"p50": float(qs[0]), "p99": float(qs[1]), "throughput": requests / wall,
+            "errors": errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="checkpoint or experiment folder (default: random weights)")
+    p.add_argument("--arch", default="resnet20")
+    p.add_argument("--attention", default="bridge")
+    p.add_argument("--requests", type=int, default=200, help="measured requests per concurrency")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=200, help="model-only timing repeats")
+    p.add_argument("--server-arg", action="append", default=[],
+                   help="extra `python -m serve` flag (repeatable), e.g. --server-arg=--threads=2")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or random_checkpoint(Path(tmp) / "ckpt", args.arch, args.attention)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_server(model, port, ["--max-batch", str(args.max_batch), *args.server_arg])
+        try:
+            # The server resolves experiment folders; time exactly the checkpoint it serves.
+            folder = Path(httpx.get(f"{url}/model", timeout=10).json()["path"])
+            meta = checkpoint.read_meta(folder)
+            d = meta.data
+            pngs = sample_images(64, d.channels, (d.height, d.width))
+            one, batch_tp = model_only(folder, pngs, args.max_batch, args.repeats)
+            print(f"model: {meta.model.name} + {meta.model.attention}, input "
+                  f"{d.channels}×{d.height}×{d.width}, torch threads {torch.get_num_threads()}, "
+                  f"{os.cpu_count()} CPUs")
+            print(f"model-only: batch-1 latency {one * 1e3:.2f} ms ({1 / one:.0f} img/s); "
+                  f"batch-{args.max_batch} throughput {batch_tp:.0f} img/s")
+            results = {c: asyncio.run(load(url, pngs, c, args.requests))
+                       for c in args.concurrency}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    header = ("clients", "requests", "p50 ms", "p99 ms", "req/s", "errors")
+    print("\n" + " ".join(f"{h:>9}" for h in header))
+    for c, r in results.items():
+        print(f"{c:>9} {args.requests:>9} {r['p50'] * 1e3:>9.2f} {r['p99'] * 1e3:>9.2f} "
+              f"{r['throughput']:>9.0f} {r['errors']:>9}")
+    ok = True
+    lo, hi = min(results), max(results)
+    ratio = results[lo]["p50"] / one
+    print(f"\np50 at {lo} client(s) / model-only batch-1 latency: {ratio:.2f}× (target ≤ 1.5×)")
+    ok &= ratio <= 1.5
+    if hi != lo:
+        gain = results[hi]["throughput"] / results[lo]["throughput"]
+        print(f"throughput at {hi} clients / at {lo}: {gain:.2f}× (target ≥ 3×)")
+        print(f"throughput at {hi} clients / model-only batch-{args.max_batch}: "
+              f"{results[hi]['throughput'] / batch_tp:.2f}×")
+        ok &= gain >= 3
+    errors = sum(r["errors"] for r in results.values())
+    print(f"errors: {errors} (target 0); targets {'met' if ok and not errors else 'MISSED'}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
