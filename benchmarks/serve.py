@@ -104,7 +104,8 @@ def free_port() -> int:
 def start_server(model: str | Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "serve", "--model", str(model), "--port", str(port),
            "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "ECAB_SERVE_TOKEN": ""})
+    env = {k: v for k, v in os.environ.items() if k != "ECAB_SERVE_TOKEN"}  # /predict open
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MB = 1024 * 1024
@@ -40,3 +40,10 @@ class ServeSettings(BaseSettings):
         default=None,
         description="bearer token: protects /predict when set; /reload is refused without one",
     )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        # Compose writes `ECAB_SERVE_TOKEN: ${ECAB_SERVE_TOKEN:-}`: unset there means "no token",
+        # not "the empty token", which no client could send.
+        return None if isinstance(value, str) and not value.strip() else value

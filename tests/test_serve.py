@@ -598,3 +598,12 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert level == "debug"
     with pytest.raises(SystemExit):
         parse_args(["--max-batch", "0"])
+
+
+def test_blank_token_means_no_token(ckpts, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker-compose passes ECAB_SERVE_TOKEN="" when the user set none.
+    monkeypatch.setenv("ECAB_SERVE_TOKEN", "  ")
+    settings, _ = parse_args(["--model", str(ckpts["cbam"])])
+    assert settings.token is None
+    with make_client(ckpts["cbam"]) as c:
+        assert post_files(c, [noise_png(1)], headers={}).status_code == 200
