@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,17 +35,19 @@ STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("serve")
 
 # Dependencies ---------------------------------------------------------------------------------
+# All `async def`: FastAPI runs a sync dependency in a worker thread, and these are trivial, so
+# the thread hops (one per dependency, each request) would cost more than the work.
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
-def get_ready_service(request: Request) -> Service:
+async def get_ready_service(request: Request) -> Service:
     """The service, once a model is loaded (checked before any body is read)."""
     service: Service = request.app.state.service
     service.current()
@@ -66,12 +68,12 @@ def _check_token(credentials: HTTPAuthorizationCredentials | None, token: str) -
         raise Unauthorized("wrong bearer token")
 
 
-def predict_auth(settings: SettingsDep, credentials: BearerDep) -> None:
+async def predict_auth(settings: SettingsDep, credentials: BearerDep) -> None:
     if settings.token is not None:
         _check_token(credentials, settings.token.get_secret_value())
 
 
-def reload_auth(settings: SettingsDep, credentials: BearerDep) -> None:
+async def reload_auth(settings: SettingsDep, credentials: BearerDep) -> None:
     if settings.token is None:
         raise Forbidden(
             "reloading needs a bearer token, and this server has none: "
@@ -80,11 +82,11 @@ def reload_auth(settings: SettingsDep, credentials: BearerDep) -> None:
     _check_token(credentials, settings.token.get_secret_value())
 
 
-def only_query(*names: str) -> Callable[[Request], None]:
+def only_query(*names: str) -> Callable[[Request], Awaitable[None]]:
     """Refuse query parameters a route does not know (FastAPI would silently ignore them)."""
     allowed = set(names)
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         unknown = sorted(set(request.query_params) - allowed)
         if unknown:
             raise InvalidInput(
