@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecab_tune import checkpoint
+from ecab_tune.cluster import check_resources, start_ray
 from ecab_tune.config import DataConfig, add_arguments, from_args, to_dict
 from ecab_tune.data import DatasetNotFoundError, Splits
 from ecab_tune.engine import evaluate
+from ecab_tune.layout import EXPORT_DIR, OPTUNA_DB, SPACE_COPY, SUMMARY_FILE, TRIAL_PREFIX
 from ecab_tune.space import SearchSpace, SpaceError, load_space
 from ecab_tune.train import load_data
-
-EXPORT_DIR = "best"
-OPTUNA_DB = "optuna.db"
 
 
 def _help(text: str) -> dict[str, Any]:
@@ -78,12 +77,7 @@ class SearchConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"--{key.replace('_', '-')}={value} must be >= 1")
-        if self.cpus_per_trial <= 0:
-            raise ValueError(f"--cpus-per-trial={self.cpus_per_trial} must be > 0")
-        if not 0 <= self.gpus_per_trial <= 8:
-            raise ValueError(f"--gpus-per-trial={self.gpus_per_trial} must be in [0, 8]")
-        if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
-            raise ValueError("--gpus-per-trial above 1 must be a whole number")
+        check_resources(self.cpus_per_trial, self.gpus_per_trial)
         if self.resume and not self.name:
             raise ValueError("--resume needs --name of the experiment to continue")
         if self.name is not None and (not self.name or "/" in self.name):
@@ -122,29 +116,6 @@ class Outcome:
     best_dir: Path
     best: dict[str, Any]
     table: list[dict[str, Any]]
-
-
-def start_ray(cfg: SearchConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if cfg.address is not None:
-        ray.init(address=cfg.address)
-        print(f"[search] joined the Ray cluster at {cfg.address}", flush=True)
-        return
-    context = ray.init(include_dashboard=cfg.dashboard, dashboard_host="127.0.0.1")
-    print(
-        f"[search] embedded Ray: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
-        f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs",
-        flush=True,
-    )
-    if cfg.dashboard and context.dashboard_url:
-        print(
-            f"[search] Ray dashboard: http://{context.dashboard_url} "
-            "(token auth on: `ray get-auth-token` prints the token)",
-            flush=True,
-        )
 
 
 def make_sampler(cfg: SearchConfig, space: SearchSpace) -> Any:
@@ -218,7 +189,7 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=int(cfg.num_samples),
             max_concurrent_trials=cfg.max_concurrent,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: f"{TRIAL_PREFIX}{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             name=cfg.name,
@@ -304,7 +275,7 @@ def export_best(grid: Any, cfg: SearchConfig, space: SearchSpace, splits: Splits
     out = cfg.experiment_dir / EXPORT_DIR
     shutil.rmtree(out, ignore_errors=True)
     checkpoint.save(out, model, dataclasses.replace(meta, metrics=metrics, extra=extra))
-    shutil.copyfile(space.path, out / "search_space.yaml")
+    shutil.copyfile(space.path, out / SPACE_COPY)
     return out
 
 
@@ -330,14 +301,14 @@ def run_search(
         flush=True,
     )
     print(f"[search] experiment folder: {exp_dir}", flush=True)
-    start_ray(cfg)
+    start_ray(cfg.address, cfg.dashboard, "search")
     grid = build_tuner(cfg, space, splits, trainable, crash_after_epoch, callbacks).fit()
     metric, mode = space.defaults.metric, space.defaults.mode
     table = summarize(grid, metric, mode)
     print("\n[search] best trials:\n" + format_table(table, metric), flush=True)
     best_dir = export_best(grid, cfg, space, splits)
     best = checkpoint.read_meta(best_dir).metrics
-    (exp_dir / "summary.json").write_text(
+    (exp_dir / SUMMARY_FILE).write_text(
         json.dumps({"best": best, "trials": table, "search": to_dict(cfg)}, indent=2, default=str)
     )
     print(

@@ -21,8 +21,9 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from ecab_tune.layout import RESULT_FILE
+
 log = logging.getLogger(__name__)
-RESULT_FILE = "result.json"
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import CheckpointError, Meta
 from ecab_tune.data import preprocess
+from ecab_tune.layout import EXPORT_DIR
 from ecab_tune.models import capture_attention
-from ecab_tune.search import EXPORT_DIR
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
