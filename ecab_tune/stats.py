@@ -1,0 +1,72 @@
+"""Summaries over seeds: mean ± std, and the paired t-test interval of a difference."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Two-sided 95% critical values of Student's t for 1..30 degrees of freedom (textbook table).
+T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+Z975 = 1.959964  # the normal quantile the t quantile tends to
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the std is nan for a single value."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return statistics.fmean(values), std
+
+
+def approx_t975(df: int) -> float:
+    """t quantile without scipy: the table up to 30 df, then the Cornish-Fisher expansion
+    around the normal quantile (within 0.01% of the exact value beyond 30 df)."""
+    if df < 1:
+        raise ValueError(f"df={df} is invalid: expected >= 1")
+    if df <= len(T975):
+        return T975[df - 1]
+    z = Z975
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def t975(df: int) -> tuple[float, str]:
+    """The two-sided 95% t critical value and where it came from ("scipy" or "table")."""
+    try:
+        from scipy import stats  # an optional dependency: heavy to import, absent in slim installs
+    except ImportError:
+        return approx_t975(df), "table"
+    return float(stats.t.ppf(0.975, df)), "scipy"
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """Mean of the paired differences a - b with its 95% confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    t_source: str  # "scipy" or "table": how the t quantile was obtained
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_ci(a: Sequence[float], b: Sequence[float]) -> PairedDiff | None:
+    """Paired t-test interval of mean(a - b); None with fewer than two pairs (no spread)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return None
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean, std = mean_std(diffs)
+    t, source = t975(len(diffs) - 1)
+    half = t * std / math.sqrt(len(diffs))
+    return PairedDiff(mean, mean - half, mean + half, len(diffs), source)
