@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the offline Fashion-MNIST, and Chromium for the page's end-to-end test.
+# Debian packages: the offline Fashion-MNIST, Chromium for the page's end-to-end test, and
+# docker-compose (v1), which checks docker-compose.yml offline where no `docker compose` is.
 FMNIST=/usr/share/datasets/fashion-mnist
 missing=()
 [ -d "$FMNIST" ] || missing+=(dataset-fashion-mnist)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 \
+    || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"

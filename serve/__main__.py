@@ -1,5 +1,7 @@
 """`python -m serve --model PATH`: serve a checkpoint (or an experiment's best) with uvicorn.
 
+With `--ray-replicas N` the same app runs as N Ray Serve replicas behind Ray Serve's HTTP proxy,
+on an embedded Ray or on the cluster `--ray-address` names.
 Every flag defaults to its `ECAB_SERVE_*` environment variable, then to the built-in default.
 """
 
@@ -11,7 +13,7 @@ import sys
 from pydantic import ValidationError
 
 from ecab_tune.checkpoint import CheckpointError, read_meta
-from serve.settings import ServeSettings
+from serve.settings import RayOptions, ServeSettings
 
 FLAGS = {
     "model": (str, "checkpoint folder, or an experiment folder (its best/ is served)"),
@@ -28,8 +30,7 @@ FLAGS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ServeSettings, str]:
-    """Settings from env + flags (flags win), and uvicorn's log level."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serve",
         description=__doc__,
@@ -40,13 +41,40 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServeSettings, str]:
     for name, (kind, text) in FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    ray = parser.add_argument_group("Ray Serve")
+    ray.add_argument(
+        "--ray-replicas",
+        type=int,
+        metavar="N",
+        help="serve with N Ray Serve replicas (each reserves --threads CPUs, or 1, and a GPU "
+        "when --device is cuda) behind Ray Serve's proxy on --host/--port",
+    )
+    ray.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Ray cluster to join ('auto', 'host:6379'); omit: start an embedded Ray",
+    )
+    return parser
+
+
+def parse_command(argv: list[str] | None = None) -> tuple[ServeSettings, str, RayOptions | None]:
+    """Settings from env + flags (flags win), uvicorn's log level, and how to run on Ray."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in FLAGS and v is not None}
     try:
-        return ServeSettings(**overrides), args.log_level
-    except ValidationError as exc:
+        settings = ServeSettings(**overrides)
+        ray = RayOptions.from_flags(args.ray_replicas, args.ray_address, settings)
+    except (ValidationError, ValueError) as exc:
         parser.error(str(exc))
         raise  # unreachable: parser.error exits
+    return settings, args.log_level, ray
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ServeSettings, str]:
+    """Settings from env + flags (flags win), and uvicorn's log level."""
+    settings, log_level, _ = parse_command(argv)
+    return settings, log_level
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from serve.app import create_app
     from serve.inference import resolve_checkpoint
 
-    settings, log_level = parse_args(argv)
+    settings, log_level, ray = parse_command(argv)
     if settings.model is None:
         print("serve: no model given (--model or ECAB_SERVE_MODEL); starting not ready, "
               "POST /reload to load one", file=sys.stderr)
@@ -66,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as exc:
             print(f"serve: error: {exc}", file=sys.stderr)
             return 2
+    if ray is not None:
+        from serve.ray_deployment import run_on_ray
+
+        run_on_ray(settings, ray, log_level)
+        return 0
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
     return 0
 

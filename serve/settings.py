@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,3 +50,34 @@ class ServeSettings(BaseSettings):
         # Compose writes `ECAB_SERVE_TOKEN: ${ECAB_SERVE_TOKEN:-}`: unset there means "no token",
         # not "the empty token", which no client could send.
         return None if isinstance(value, str) and not value.strip() else value
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How `python -m serve --ray-replicas N` runs on Ray; replicas only ever see ServeSettings."""
+
+    replicas: int
+    address: str | None = None  # None: start an embedded Ray
+
+    @classmethod
+    def from_flags(
+        cls, replicas: int | None, address: str | None, settings: ServeSettings
+    ) -> RayOptions | None:
+        """None without --ray-replicas; ValueError, in flag terms, for what Ray cannot serve."""
+        if replicas is None:
+            if address is not None:
+                raise ValueError("--ray-address needs --ray-replicas N")
+            return None
+        if replicas < 1:
+            raise ValueError(f"--ray-replicas={replicas} must be >= 1")
+        if settings.model is None:
+            # /reload would reach one replica only, so every replica must load the model itself.
+            raise ValueError("--ray-replicas needs --model (or ECAB_SERVE_MODEL)")
+        if settings.port == 0:
+            raise ValueError("--ray-replicas needs a fixed --port: Ray Serve's proxy binds it")
+        if re.fullmatch(r"cuda:[1-9]\d*", settings.device):
+            raise ValueError(
+                f"--device {settings.device}: each Ray replica sees only the GPU Ray gave it; "
+                "use --device cuda"
+            )
+        return cls(replicas, address)
