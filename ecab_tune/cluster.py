@@ -23,7 +23,8 @@ def start_ray(address: str | None, dashboard: bool, tag: str) -> None:
         ray.init(address=address)
         print(f"[{tag}] joined the Ray cluster at {address}", flush=True)
         return
-    context = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1")
+    # "local": a new instance; None would join whatever cluster `ray start` last made here.
+    context = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1")
     resources = ray.cluster_resources()
     print(
         f"[{tag}] embedded Ray: {resources.get('CPU', 0):.0f} CPUs, "

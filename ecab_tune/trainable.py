@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -54,6 +55,8 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
     num_params = sum(p.numel() for p in trainer.model.parameters())
 
     fit_started_at = time.time()  # wall clock, to measure scheduling overhead per trial
+    # Which cluster node ran each epoch: for monitoring, and to see failover in the results.
+    node_id = ray.get_runtime_context().get_node_id()
 
     def report(result: EpochResult, *, diverged: bool = False, checkpoint: bool = True) -> None:
         metrics = {
@@ -61,6 +64,7 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
             "num_params": num_params,
             "diverged": diverged,
             "fit_started_at": fit_started_at,
+            "node_id": node_id,
         }
         if not checkpoint:
             tune.report(metrics)

@@ -1,15 +1,16 @@
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import optuna
 import pytest
 from ray.tune.schedulers import TrialScheduler
+from search_support import (
+    SPACE,
+    kill_driver_then_resume,
+    needs_fmnist,
+    search_command,
+    trial_results,
+)
 
 from ecab_tune import checkpoint
 from ecab_tune.data import load_dataset
@@ -17,33 +18,6 @@ from ecab_tune.engine import evaluate
 from ecab_tune.search import SearchConfig, main, run_search
 from ecab_tune.trainable import CRASH_MARKER
 from ecab_tune.tuning import BudgetAwareOptunaSearch, ResumableASHA, _TrialRef
-
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(
-    not FMNIST.is_dir(),
-    reason="Debian's dataset-fashion-mnist is not installed (scripts/setup.sh installs it)",
-)
-REPO = Path(__file__).resolve().parent.parent
-
-# Rungs only at epoch 2 (grace 2, max 3): a crash after epoch 1 is always retried, and ASHA
-# still has a decision to make.
-SPACE = """
-defaults: {model: resnet8, attention: ecab, width: 0.5, dataset: fashion-mnist,
-           max_epochs: 3, num_samples: 6, train: {batch_size: 64, warmup_epochs: 0.2}}
-scheduler: {grace_period: 2, reduction_factor: 2}
-params:
-  attention.fusion: {type: choice, values: [sum, concat]}
-  lr: {type: loguniform, low: 0.001, high: 0.5}
-"""
-
-
-def trial_results(exp_dir: Path) -> dict[str, list[dict]]:
-    out = {}
-    for path in exp_dir.glob("trial_*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if rows:
-            out[rows[0]["trial_id"]] = rows
-    return out
 
 
 # ---------------------------------------------------------------- searcher / scheduler units
@@ -139,7 +113,7 @@ def test_resume_of_a_missing_experiment_is_an_error(tmp_path, capsys):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 
@@ -188,58 +162,6 @@ def test_search_end_to_end_with_asha_crash_recovery_and_export(local_ray, tmp_pa
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     space = tmp_path / "tiny.yaml"
     space.write_text(SPACE.replace("num_samples: 6", "num_samples: 4"))
-    args = [
-        sys.executable,
-        "-m",
-        "ecab_tune.search",
-        "--space",
-        str(space),
-        "--name",
-        "exp",
-        "--storage",
-        str(tmp_path),
-        "--subset",
-        "600",
-        "--scheduler",
-        "fifo",
-        "--max-concurrent",
-        "1",
-        "--no-dashboard",
-    ]
-    exp = tmp_path / "exp"
-    driver = subprocess.Popen(
-        args,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            done = {t: r for t, r in trial_results(exp).items() if r[-1]["training_iteration"] == 3}
-            if len(done) >= 2:
-                time.sleep(6)  # let Tune's periodic experiment snapshot include them
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the search did not finish two trials in time")
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    before = {
-        t: len(rows)
-        for t, rows in trial_results(exp).items()
-        if rows[-1]["training_iteration"] == 3
-    }
-    assert len(before) >= 2
-
-    resumed = subprocess.run(
-        [*args, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = trial_results(exp)
-    assert len(after) == 4 and all(r[-1]["training_iteration"] == 3 for r in after.values())
-    for trial_id, count in before.items():
-        assert len(after[trial_id]) == count, f"finished trial {trial_id} was re-run"
-    assert (exp / "best" / checkpoint.META).is_file()
+    args = search_command(space, tmp_path, "--scheduler", "fifo", "--max-concurrent", "1")
+    kill_driver_then_resume(args, tmp_path / "exp", epochs=3)
+    assert len(trial_results(tmp_path / "exp")) == 4

@@ -1,0 +1,91 @@
+"""Shared by the search tests: a tiny space, reading trial results, a driver killed mid-search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fmnist = pytest.mark.skipif(
+    not FMNIST.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (scripts/setup.sh installs it)",
+)
+REPO = Path(__file__).resolve().parent.parent
+
+# Rungs only at epoch 2 (grace 2, max 3): a crash after epoch 1 is always retried, and ASHA
+# still has a decision to make.
+SPACE = """
+defaults: {model: resnet8, attention: ecab, width: 0.5, dataset: fashion-mnist,
+           max_epochs: 3, num_samples: 6, train: {batch_size: 64, warmup_epochs: 0.2}}
+scheduler: {grace_period: 2, reduction_factor: 2}
+params:
+  attention.fusion: {type: choice, values: [sum, concat]}
+  lr: {type: loguniform, low: 0.001, high: 0.5}
+"""
+
+
+def trial_results(exp_dir: Path) -> dict[str, list[dict]]:
+    """Every trial's reported rows, by trial id (a line cut short by a kill is skipped)."""
+    out = {}
+    for path in exp_dir.glob("trial_*/result.json"):
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def search_command(space: Path, storage: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "ecab_tune.search", "--space", str(space), "--name", "exp",
+        "--storage", str(storage), "--subset", "600", "--no-dashboard", *extra,
+    ]
+
+
+def kill_driver_then_resume(args: list[str], exp: Path, epochs: int, finished: int = 2) -> None:
+    """Kill the driver once `finished` trials are done; `--resume` must finish the rest without
+    re-running them."""
+    driver = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            done = [r for r in trial_results(exp).values() if r[-1]["training_iteration"] == epochs]
+            if len(done) >= finished:
+                time.sleep(6)  # let Tune's periodic experiment snapshot include them
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the search did not finish {finished} trials in time")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    before = {
+        t: len(rows)
+        for t, rows in trial_results(exp).items()
+        if rows[-1]["training_iteration"] == epochs
+    }
+    assert len(before) >= finished
+
+    resumed = subprocess.run(
+        [*args, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = trial_results(exp)
+    assert all(r[-1]["training_iteration"] == epochs for r in after.values())
+    for trial_id, count in before.items():
+        assert len(after[trial_id]) == count, f"finished trial {trial_id} was re-run"
+    assert (exp / "best" / "meta.json").is_file()
