@@ -102,7 +102,7 @@ def main() -> None:
         "--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES)
     )
     args = parser.parse_args()
-    ray.init(include_dashboard=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, configure_logging=False)
     rows = []
     with tempfile.TemporaryDirectory() as storage:
         for seed in args.seeds:
