@@ -20,7 +20,7 @@ FLAGS = {
     "host": (str, "interface to bind (default 127.0.0.1: loopback only)"),
     "port": (int, "TCP port (default 8000)"),
     "device": (str, "torch device (default cpu)"),
-    "threads": (int, "torch intra-op threads"),
+    "threads": (int, "torch intra-op threads (default: all cores but one)"),
     "max_batch": (int, "most images per forward pass (default 32)"),
     "max_wait_ms": (float, "longest wait for a batch to fill (default 3)"),
     "max_images_per_request": (int, "most images in one request (default 16)"),

@@ -12,11 +12,11 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,8 @@ from ecab_tune.checkpoint import CheckpointError, Meta
 from ecab_tune.data import preprocess
 from ecab_tune.layout import EXPORT_DIR
 from ecab_tune.models import capture_attention
+
+T = TypeVar("T")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -207,6 +209,13 @@ class MicroBatcher:
             if not ticket.submitted:
                 self._arriving -= 1
                 self._wake.set()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the inference thread. Model loading goes here too: torch's intra-op
+        thread pool belongs to the thread that first uses it, and a second thread's pool (say
+        a loader's) keeps spinning on the same cores, which made batch-1 forwards 2.6× slower."""
+        assert self._executor is not None, "start() the batcher first"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _enqueue(self, job: _Job) -> None:
         self._queue.append(job)

@@ -38,13 +38,12 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
-        if s.threads is not None:
-            torch.set_num_threads(s.threads)
-        if s.model is not None:
-            self.handle = await asyncio.to_thread(load_handle, s.model, s.device)
+        torch.set_num_threads(s.inference_threads())
         self._reload_lock = asyncio.Lock()
         self.batcher = MicroBatcher(s.max_batch, s.max_wait_ms / 1000.0)
         await self.batcher.start()
+        if s.model is not None:
+            self.handle = await self.batcher.call(load_handle, s.model, s.device)
 
     async def stop(self) -> None:
         if self.batcher is not None:
@@ -100,13 +99,13 @@ class Service:
 
     async def reload(self, path: str | None) -> ModelInfo:
         """Load a checkpoint next to the serving one, then swap; on failure keep the old one."""
-        assert self._reload_lock is not None
+        assert self._reload_lock is not None and self.batcher is not None
         async with self._reload_lock:
             source = path or (self.handle.source if self.handle else self.settings.model)
             if source is None:
                 raise InvalidInput("no path given and none configured: send {\"path\": \"...\"}")
             try:
-                handle = await asyncio.to_thread(load_handle, source, self.settings.device)
+                handle = await self.batcher.call(load_handle, source, self.settings.device)
             except CheckpointError as exc:
                 kept = "still serving the old model" if self.handle else "no model is loaded"
                 raise BadCheckpoint(f"cannot load {source}: {exc}; {kept}") from exc

@@ -1,7 +1,7 @@
 """Latency and throughput of the real server against model-only forward time, same machine.
 
-    python benchmarks/serve.py                      # resnet20 + bridge, random weights, 1×28×28
-    python benchmarks/serve.py --model runs/<name>  # a real checkpoint or experiment
+    python benchmarks/serving.py                      # resnet20 + bridge, random weights, 1×28×28
+    python benchmarks/serving.py --model runs/<name>  # a real checkpoint or experiment
 
 Starts `python -m serve` on a free loopback port, sends `--requests` single-image PNG requests
 (multipart, default query: top-5 and attention weights) at each concurrency with an httpx async
@@ -33,6 +33,7 @@ from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
 from ecab_tune.data import DataInfo, image_to_uint8, preprocess
 from ecab_tune.models import ModelConfig
+from serve.__main__ import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -180,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             meta = checkpoint.read_meta(folder)
             d = meta.data
             pngs = sample_images(64, d.channels, (d.height, d.width))
+            # Model-only timings with the server's own intra-op thread count: like for like.
+            settings, _ = parse_args(["--model", str(model), *args.server_arg])
+            torch.set_num_threads(settings.inference_threads())
             one, batch_tp = model_only(folder, pngs, args.max_batch, args.repeats)
             print(f"model: {meta.model.name} + {meta.model.attention}, input "
                   f"{d.channels}×{d.height}×{d.width}, torch threads {torch.get_num_threads()}, "
