@@ -117,15 +117,6 @@ def test_bad_ecab_option_is_caught_before_training(capsys, tmp_path):
 
 
 # ---------------------------------------------------------------- a real study through Ray
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def table_rows(table: str) -> dict[str, list[str]]:
     rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}

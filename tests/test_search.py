@@ -109,15 +109,6 @@ def test_resume_of_a_missing_experiment_is_an_error(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- real Ray Tune runs
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 @needs_fmnist
 def test_search_end_to_end_with_asha_crash_recovery_and_export(local_ray, tmp_path):
