@@ -1,4 +1,4 @@
-"""Two small corrections to Ray Tune's ASHA + OptunaSearch pairing.
+"""Small corrections to Ray Tune's ASHA + OptunaSearch pairing.
 
 1. When ASHA stops a trial, `OptunaSearch` tells Optuna the trial is COMPLETE with its low-rung
    score, so TPE ranks a 1-epoch accuracy beside full-budget ones. `BudgetAwareOptunaSearch`
@@ -7,6 +7,8 @@
 2. `Tuner.restore` brings ASHA back with empty rungs, so a resumed search would stop nobody
    until the rungs refill. `ResumableASHA` replays every trial's recorded results from the
    experiment folder into its rungs before it schedules anything.
+3. A driver killed after Optuna stored a trial's end but before Tune's last snapshot comes back
+   with `--resume` thinking that trial still runs; its next result must not crash the search.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self.max_epochs = max_epochs
         self.stopped_as_pruned = stopped_as_pruned
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Optuna already holds this trial's outcome (see 3. above): nothing more to learn.
+            log.info("trial %s already finished in the Optuna study; result not re-told", trial_id)
+            self._completed_trials.add(trial_id)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
@@ -50,7 +60,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if state is None:
             return super().on_trial_complete(trial_id, result, error)
         # PRUNED keeps the intermediate values reported per epoch; TPE uses them budget-aware.
-        self._ot_study.tell(self._ot_trials[trial_id], state=state)
+        self._ot_study.tell(self._ot_trials[trial_id], state=state, skip_if_finished=True)
         self._completed_trials.add(trial_id)
 
 

@@ -57,6 +57,21 @@ def test_asha_stopped_trials_reach_optuna_as_pruned():
     assert pruned.intermediate_values == {1: 0.3}
 
 
+def test_a_trial_optuna_already_finished_does_not_crash_a_resumed_search():
+    # A driver killed between Optuna storing a trial's end and Tune's snapshot resumes with a
+    # searcher that thinks the trial still runs; Tune then replays the trial's results.
+    searcher = make_searcher()
+    finish(searcher, "t", [0.5, 0.6])
+    searcher._completed_trials.discard("t")  # the stale snapshot's view
+    searcher.on_trial_result("t", {"val_acc": 0.7, "training_iteration": 3})
+    searcher.on_trial_complete("t", {"val_acc": 0.7, "training_iteration": 3})
+    (trial,) = searcher._ot_study.get_trials()
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {
+        1: 0.5,
+        2: 0.6,
+    }
+
+
 def test_naive_mode_records_stopped_trials_as_complete():
     searcher = make_searcher(stopped_as_pruned=False)
     finish(searcher, "stopped", [0.3])
