@@ -3,10 +3,11 @@
     python benchmarks/serving.py                      # resnet20 + bridge, random weights, 1×28×28
     python benchmarks/serving.py --model runs/<name>  # a real checkpoint or experiment
 
-Starts `python -m serve` on a free loopback port, sends `--requests` single-image PNG requests
-(multipart, default query: top-5 and attention weights) at each concurrency with an httpx async
-client, and measures, in the same run, the model's own forward time at batch 1 and batch
-`--max-batch`. Targets: p50 at concurrency 1 ≤ 1.5× the model-only batch-1 latency; throughput
+Starts `python -m serve` on a free loopback port, sends single-image PNG requests (multipart,
+default query: top-5 and attention weights) at each concurrency, from wrk when it is installed
+(Debian's `wrk`: a C client that leaves the server its cores) for `--seconds`, else `--requests`
+from an httpx async client, and measures, in the same run, the model's own forward time at
+batch 1 and batch `--max-batch`. Targets: p50 at concurrency 1 ≤ 1.5× the model-only batch-1 latency; throughput
 at 32 clients ≥ 3× the sequential one; zero errors. Exits 1 on any failed request.
 """
 
@@ -16,6 +17,8 @@ import argparse
 import asyncio
 import io
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -156,6 +159,40 @@ async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> 
             "errors": errors}
 
 
+WRK_SCRIPT = """local f = io.open(%r, "rb"); wrk.body = f:read("*all"); f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=%s"
+"""
+_WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def load_wrk(url: str, png: bytes, concurrency: int, seconds: int, tmp: Path) -> dict[str, float]:
+    """The same request from wrk (C, one thread): a load generator that leaves the server
+    its cores, where the Python client spends as much CPU per request as the server does."""
+    boundary = "ecab-benchmark-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+    (tmp / "body").write_bytes(body + png + f"\r\n--{boundary}--\r\n".encode())
+    (tmp / "post.lua").write_text(WRK_SCRIPT % (str(tmp / "body"), boundary))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s",
+         str(tmp / "post.lua"), f"{url}/predict"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    latency = {int(q): float(v) * _UNIT[u] for q, v, u in _WRK_LATENCY.findall(out)}
+    # "Socket errors: connect 0, read 0, write 0, timeout 0" and "Non-2xx or 3xx responses: N"
+    errors = sum(
+        int(n)
+        for line in out.splitlines()
+        if line.strip().startswith(("Socket errors:", "Non-2xx"))
+        for n in re.findall(r"\d+", line.split(":", 1)[1])
+    )
+    return {"p50": latency[50], "p99": latency[99],
+            "throughput": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+            "errors": errors}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=200, help="model-only timing repeats")
+    p.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto",
+                   help="load generator: wrk (Debian's; auto uses it when installed) or httpx")
+    p.add_argument("--seconds", type=int, default=10, help="wrk: seconds per concurrency")
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra `python -m serve` flag (repeatable), e.g. --server-arg=--threads=2")
     args = p.parse_args(argv)
@@ -190,8 +230,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{os.cpu_count()} CPUs")
             print(f"model-only: batch-1 latency {one * 1e3:.2f} ms ({1 / one:.0f} img/s); "
                   f"batch-{args.max_batch} throughput {batch_tp:.0f} img/s")
-            results = {c: asyncio.run(load(url, pngs, c, args.requests))
-                       for c in args.concurrency}
+            wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+            print(f"load generator: {'wrk' if wrk else 'httpx (Python, async)'}")
+            results = {
+                c: load_wrk(url, pngs[0], c, args.seconds, Path(tmp)) if wrk
+                else asyncio.run(load(url, pngs, c, args.requests))
+                for c in args.concurrency
+            }
         finally:
             proc.terminate()
             try:
@@ -200,10 +245,10 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.wait()
 
-    header = ("clients", "requests", "p50 ms", "p99 ms", "req/s", "errors")
+    header = ("clients", "p50 ms", "p99 ms", "req/s", "errors")
     print("\n" + " ".join(f"{h:>9}" for h in header))
     for c, r in results.items():
-        print(f"{c:>9} {args.requests:>9} {r['p50'] * 1e3:>9.2f} {r['p99'] * 1e3:>9.2f} "
+        print(f"{c:>9} {r['p50'] * 1e3:>9.2f} {r['p99'] * 1e3:>9.2f} "
               f"{r['throughput']:>9.0f} {r['errors']:>9}")
     ok = True
     lo, hi = min(results), max(results)
