@@ -7,8 +7,9 @@ Starts `python -m serve` on a free loopback port, sends single-image PNG request
 default query: top-5 and attention weights) at each concurrency, from wrk when it is installed
 (Debian's `wrk`: a C client that leaves the server its cores) for `--seconds`, else `--requests`
 from an httpx async client, and measures, in the same run, the model's own forward time at
-batch 1 and batch `--max-batch`. Targets: p50 at concurrency 1 ≤ 1.5× the model-only batch-1 latency; throughput
-at 32 clients ≥ 3× the sequential one; zero errors. Exits 1 on any failed request.
+batch 1 and batch `--max-batch`. Targets: p50 at concurrency 1 ≤ 1.5× the model-only batch-1
+latency; throughput at 32 clients ≥ 3× the sequential one; zero errors. Exits 1 on any failed
+request.
 """
 
 from __future__ import annotations

@@ -43,6 +43,17 @@ def from_base64(text: str, index: int) -> Upload:
     return Upload(data, f"images[{index}]")
 
 
+def header_pixels(upload: Upload) -> int:
+    """Width × height read from the header alone; 0 when unreadable (`decode` says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload.data), formats=FORMATS) as image:
+                return image.width * image.height
+    except Exception:  # any refusal is decode()'s to report, with its message
+        return 0
+
+
 def decode(upload: Upload, index: int, max_pixels: int) -> Image.Image:
     """Fully decode one image, refusing empty, unknown, truncated and oversized ones."""
     what = upload.describe(index)

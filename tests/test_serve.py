@@ -607,3 +607,13 @@ def test_blank_token_means_no_token(ckpts, monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.token is None
     with make_client(ckpts["cbam"]) as c:
         assert post_files(c, [noise_png(1)], headers={}).status_code == 200
+
+
+def test_only_small_images_are_decoded_on_the_event_loop() -> None:
+    from serve.images import Upload, header_pixels
+    from serve.service import INLINE_DECODE_PIXELS
+
+    assert header_pixels(Upload(noise_png(0), "a")) == 28 * 28 <= INLINE_DECODE_PIXELS
+    # A bomb's header is read, never its pixels: it goes to the worker thread and is refused.
+    assert header_pixels(Upload(png_claiming(10_000, 10_000), "b")) > INLINE_DECODE_PIXELS
+    assert header_pixels(Upload(b"not an image", "c")) == 0  # decode() explains the refusal
