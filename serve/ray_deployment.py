@@ -60,10 +60,14 @@ class ServeReplica:
 
 def application(settings: ServeSettings, replicas: int) -> ray_serve.Application:
     """The deployment with `replicas` copies, each reserving what its inference uses."""
+    cpus = settings.threads or 1
     resources: dict[str, Any] = {
-        "num_cpus": settings.threads or 1,
+        "num_cpus": cpus,
         "num_gpus": 1 if settings.device.startswith("cuda") else 0,
     }
+    # Pin the replica's torch threads to its reservation: the single-process default (all
+    # cores but one) would have every replica on a node oversubscribe the same cores.
+    settings = settings.model_copy(update={"threads": cpus})
     return ServeReplica.options(
         num_replicas=replicas,
         ray_actor_options=resources,

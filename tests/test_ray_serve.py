@@ -95,3 +95,13 @@ def test_ray_flags_refused_in_flag_terms(
     with pytest.raises(SystemExit):
         parse_command(argv)
     assert words in capsys.readouterr().err
+
+
+def test_replicas_use_as_many_threads_as_they_reserve(tmp_path) -> None:
+    from serve.ray_deployment import application
+
+    app = application(ServeSettings(model=str(tmp_path)), replicas=2)
+    deployment = app._bound_deployment
+    assert deployment.ray_actor_options["num_cpus"] == 1
+    (bound,) = app._bound_deployment.init_args
+    assert bound.threads == 1 and bound.inference_threads() == 1
