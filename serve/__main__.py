@@ -27,6 +27,8 @@ FLAGS = {
     "max_body_bytes": (int, "largest request body; larger gets 413 (default 10 MiB)"),
     "max_pixels": (int, "largest image, width × height (default 40M)"),
     "top_k": (int, "classes returned by default (default 5)"),
+    "workers": (int, "server processes, each with its own model copy (default 1; on CPU about "
+                "one per core: one process is GIL-bound)"),
 }
 
 
@@ -98,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         from serve.ray_deployment import run_on_ray
 
         run_on_ray(settings, ray, log_level)
+        return 0
+    if settings.workers > 1:
+        from serve.workers import run_workers
+
+        run_workers(settings, log_level)
         return 0
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
     return 0

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.body import FIELD, BodyLimit, read_uploads
 from serve.errors import Forbidden, InvalidInput, Unauthorized, describe_validation
-from serve.images import Upload
 from serve.schemas import (
     Error,
     Health,
     ModelInfo,
     PredictJSON,
+    PredictQuery,
     PredictResponse,
     Readiness,
     ReloadRequest,
@@ -47,15 +48,7 @@ async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
-async def get_ready_service(request: Request) -> Service:
-    """The service, once a model is loaded (checked before any body is read)."""
-    service: Service = request.app.state.service
-    service.current()
-    return service
-
-
 ServiceDep = Annotated[Service, Depends(get_service)]
-ReadyServiceDep = Annotated[Service, Depends(get_ready_service)]
 SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
 _bearer = HTTPBearer(auto_error=False, description="ECAB_SERVE_TOKEN, when the server has one")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -68,11 +61,6 @@ def _check_token(credentials: HTTPAuthorizationCredentials | None, token: str) -
         raise Unauthorized("wrong bearer token")
 
 
-async def predict_auth(settings: SettingsDep, credentials: BearerDep) -> None:
-    if settings.token is not None:
-        _check_token(credentials, settings.token.get_secret_value())
-
-
 async def reload_auth(settings: SettingsDep, credentials: BearerDep) -> None:
     if settings.token is None:
         raise Forbidden(
@@ -82,27 +70,50 @@ async def reload_auth(settings: SettingsDep, credentials: BearerDep) -> None:
     _check_token(credentials, settings.token.get_secret_value())
 
 
-def only_query(*names: str) -> Callable[[Request], Awaitable[None]]:
-    """Refuse query parameters a route does not know (FastAPI would silently ignore them)."""
-    allowed = set(names)
+def refuse_unknown_query(request: Request, names: Iterable[str]) -> None:
+    """FastAPI would silently ignore query parameters a route does not know: refuse them."""
+    unknown = sorted(set(request.query_params) - set(names))
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter(s): {', '.join(unknown)}; "
+            f"allowed: {', '.join(names) or 'none'}"
+        )
 
+
+def only_query(*names: str) -> Callable[[Request], Awaitable[None]]:
     async def check(request: Request) -> None:
-        unknown = sorted(set(request.query_params) - allowed)
-        if unknown:
-            raise InvalidInput(
-                f"unknown query parameter(s): {', '.join(unknown)}; "
-                f"allowed: {', '.join(names) or 'none'}"
-            )
+        refuse_unknown_query(request, names)
 
     return check
 
 
-async def uploads(request: Request, settings: SettingsDep) -> list[Upload]:
-    return await read_uploads(request, settings.max_images_per_request)
+def parse_query(request: Request) -> PredictQuery:
+    refuse_unknown_query(request, PredictQuery.model_fields)
+    try:
+        return PredictQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation(exc.errors())) from exc
 
 
-# Docs for the hand-parsed /predict body: FastAPI cannot declare "multipart OR JSON" itself.
-PREDICT_BODY: dict[str, Any] = {
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI `parameters` for a query validated by hand with `model`."""
+    schema = model.model_json_schema()
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", ()),
+            "description": prop.get("description", ""),
+            "schema": {k: v for k, v in prop.items() if k != "description"},
+        }
+        for name, prop in schema["properties"].items()
+    ]
+
+
+# Docs for the hand-parsed /predict request (see `predict` for why it is parsed by hand).
+PREDICT_DOCS: dict[str, Any] = {
+    "parameters": query_parameters(PredictQuery),
+    "security": [{"HTTPBearer": []}],
     "requestBody": {
         "required": True,
         "content": {
@@ -168,21 +179,21 @@ def _add_routes(app: FastAPI) -> None:
         "/predict",
         response_model=PredictResponse,
         responses=ERRORS,
-        openapi_extra=PREDICT_BODY,
-        dependencies=[Depends(only_query("top_k", "attention")), Depends(predict_auth)],
+        openapi_extra=PREDICT_DOCS,
         summary="Top-k classes and attention weights for one or several images",
     )
-    async def predict(
-        service: ReadyServiceDep,
-        images: Annotated[list[Upload], Depends(uploads)],
-        top_k: Annotated[
-            int | None, Query(ge=1, description="classes per image (default 5, at most all)")
-        ] = None,
-        attention: Annotated[
-            bool, Query(description="include the weights of every attention module")
-        ] = True,
-    ) -> PredictResponse:
-        return await service.predict(images, top_k, attention)
+    async def predict(request: Request) -> PredictResponse:
+        # The hot path, parsed by plain calls: FastAPI's dependency tree here (query, token,
+        # readiness, body) cost more event-loop time per request than decoding a small image.
+        # And FastAPI cannot declare "multipart OR JSON" anyway; PREDICT_DOCS documents it.
+        settings: ServeSettings = request.app.state.settings
+        service: Service = request.app.state.service
+        if settings.token is not None:
+            _check_token(await _bearer(request), settings.token.get_secret_value())
+        query = parse_query(request)
+        service.current()  # 503 before any body is read
+        images = await read_uploads(request, settings.max_images_per_request)
+        return await service.predict(images, query.top_k, query.attention)
 
     @app.get("/model", response_model=ModelInfo, responses={503: {"model": Error}})
     async def model(service: ServiceDep) -> ModelInfo:

@@ -43,19 +43,12 @@ def from_base64(text: str, index: int) -> Upload:
     return Upload(data, f"images[{index}]")
 
 
-def header_pixels(upload: Upload) -> int:
-    """Width × height read from the header alone; 0 when unreadable (`decode` says why)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(upload.data), formats=FORMATS) as image:
-                return image.width * image.height
-    except Exception:  # any refusal is decode()'s to report, with its message
-        return 0
+def open_image(upload: Upload, index: int, max_pixels: int) -> Image.Image:
+    """Parse one image's header (cheap), refusing empty, unknown and oversized ones.
 
-
-def decode(upload: Upload, index: int, max_pixels: int) -> Image.Image:
-    """Fully decode one image, refusing empty, unknown, truncated and oversized ones."""
+    The pixels are not decoded yet (`decode` does it), so a bomb is refused before allocation
+    and the caller can choose where the real work runs from the size it now knows.
+    """
     what = upload.describe(index)
     if not upload.data:
         raise InvalidInput(f"{what} is empty (0 bytes)")
@@ -72,16 +65,20 @@ def decode(upload: Upload, index: int, max_pixels: int) -> Image.Image:
         raise InvalidInput(
             f"{what} is not a supported image ({', '.join(FORMATS)}): {_reason(exc)}"
         ) from exc
-    # The header is parsed, the pixels are not: refuse bombs before allocating them.
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise TooLarge(
             f"{what} is {image.width}×{image.height} = {pixels:,} pixels; "
             f"the limit is {max_pixels:,} (decompression-bomb guard)"
         )
+    return image
+
+
+def decode(image: Image.Image, what: str) -> Image.Image:
+    """Decode the pixels of an opened image; truncated or corrupt data becomes a clear 422."""
     try:
         image.load()
-    except Exception as exc:  # truncated or corrupt data: the decoder's own words say which
+    except Exception as exc:  # the decoder's own words say which
         raise InvalidInput(
             f"{what} is a truncated or corrupt {image.format} image: {_reason(exc)}"
         ) from exc

@@ -25,6 +25,17 @@ class PredictJSON(_Strict):
     )
 
 
+class PredictQuery(_Strict):
+    """The query of `POST /predict`."""
+
+    top_k: int | None = Field(
+        default=None, ge=1, description="classes per image (default 5, at most all)"
+    )
+    attention: bool = Field(
+        default=True, description="include the weights of every attention module"
+    )
+
+
 class ReloadRequest(_Strict):
     path: str | None = Field(
         default=None,
@@ -92,6 +103,7 @@ class ModelInfo(BaseModel):
     train: dict[str, Any] | None
     search: dict[str, Any] = Field(description="the search config and trial parameters")
     loaded_at: float = Field(description="Unix time of the load")
+    pid: int = Field(description="the server process that answered (one of --workers)")
 
 
 class Health(BaseModel):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
 
 import torch
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from torch import Tensor
 
@@ -25,6 +28,7 @@ from serve.schemas import (
     Readiness,
 )
 from serve.settings import ServeSettings
+from serve.workers import ReloadBoard
 
 # A 128×128 image decodes in well under 0.1 ms: less than a round trip to a worker thread.
 INLINE_DECODE_PIXELS = 128 * 128
@@ -38,6 +42,8 @@ class Service:
         self.handle: ModelHandle | None = None
         self.batcher: MicroBatcher | None = None
         self._reload_lock: asyncio.Lock | None = None
+        self._board = ReloadBoard(settings.reload_file) if settings.reload_file else None
+        self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -47,8 +53,14 @@ class Service:
         await self.batcher.start()
         if s.model is not None:
             self.handle = await self.batcher.call(load_handle, s.model, s.device)
+        if self._board is not None:
+            self._follower = asyncio.create_task(self._board.follow(self._swap))
 
     async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         if self.batcher is not None:
             await self.batcher.stop()
 
@@ -77,12 +89,17 @@ class Service:
                 f"(allowed: 1..{len(classes)})"
             )
         with self.batcher.arrival() as arrival:
-            # Decoding is CPU work on untrusted data: off the event loop, unless the headers
-            # promise images so small that a thread hop would cost more than decoding them.
-            if sum(map(image_io.header_pixels, uploads)) <= INLINE_DECODE_PIXELS:
-                batch = self._to_batch(uploads, handle)
+            # Headers only (cheap): empty, unknown and oversized images are refused right here.
+            opened = [
+                image_io.open_image(upload, i, self.settings.max_pixels)
+                for i, upload in enumerate(uploads)
+            ]
+            # Decoding is CPU work on untrusted data: off the event loop, unless the images are
+            # so small that a thread hop would cost more than decoding them.
+            if sum(image.width * image.height for image in opened) <= INLINE_DECODE_PIXELS:
+                batch = _to_batch(opened, uploads, handle.input_shape)
             else:
-                batch = await run_in_threadpool(self._to_batch, uploads, handle)
+                batch = await run_in_threadpool(_to_batch, opened, uploads, handle.input_shape)
             future = arrival.submit(handle, batch, top_k, attention)
         results = await future
         return PredictResponse(
@@ -92,14 +109,6 @@ class Service:
                 for upload, result in zip(uploads, results, strict=True)
             ],
         )
-
-    def _to_batch(self, uploads: list[Upload], handle: ModelHandle) -> Tensor:
-        c, h, w = handle.input_shape
-        tensors = []
-        for i, upload in enumerate(uploads):
-            image = image_io.decode(upload, i, self.settings.max_pixels)
-            tensors.append(image_to_uint8(image, c, size=(h, w)))
-        return torch.stack(tensors)
 
     def info(self) -> ModelInfo:
         return _model_info(self.current())
@@ -112,13 +121,36 @@ class Service:
             if source is None:
                 raise InvalidInput("no path given and none configured: send {\"path\": \"...\"}")
             try:
-                handle = await self.batcher.call(load_handle, source, self.settings.device)
+                handle = await self._load(source)
             except CheckpointError as exc:
                 kept = "still serving the old model" if self.handle else "no model is loaded"
                 raise BadCheckpoint(f"cannot load {source}: {exc}; {kept}") from exc
-            # A single attribute store: requests see either the old or the new handle.
-            self.handle = handle
+            if self._board is not None:
+                self._board.announce(source)  # the other --workers follow
             return _model_info(handle)
+
+    async def _swap(self, source: str) -> None:
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            await self._load(source)
+
+    async def _load(self, source: str) -> ModelHandle:
+        """Load next to the serving model, then swap (call with the reload lock held)."""
+        assert self.batcher is not None
+        handle = await self.batcher.call(load_handle, source, self.settings.device)
+        # A single attribute store: requests see either the old or the new handle.
+        self.handle = handle
+        return handle
+
+
+def _to_batch(
+    opened: list[Image.Image], uploads: list[Upload], shape: tuple[int, int, int]
+) -> Tensor:
+    c, h, w = shape
+    return torch.stack([
+        image_to_uint8(image_io.decode(image, upload.describe(i)), c, size=(h, w))
+        for i, (image, upload) in enumerate(zip(opened, uploads, strict=True))
+    ])
 
 
 def _to_schema(name: str, result: Prediction, classes: tuple[str, ...]) -> ImagePrediction:
@@ -153,4 +185,5 @@ def _model_info(handle: ModelHandle) -> ModelInfo:
         train=None if meta.train is None else dataclasses.asdict(meta.train),
         search=meta.extra,
         loaded_at=handle.loaded_at,
+        pid=os.getpid(),
     )

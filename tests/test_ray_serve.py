@@ -86,6 +86,7 @@ def test_ray_flags(ckpt: Path) -> None:
         (["--ray-replicas", "2"], "needs --model"),
         (["--model", "m", "--ray-replicas", "2", "--port", "0"], "fixed --port"),
         (["--model", "m", "--ray-replicas", "2", "--device", "cuda:1"], "use --device cuda"),
+        (["--model", "m", "--ray-replicas", "2", "--workers", "2"], "--workers is for uvicorn"),
     ],
 )
 def test_ray_flags_refused_in_flag_terms(

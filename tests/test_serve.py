@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import pickle
 import shutil
 import threading
@@ -144,8 +145,12 @@ def test_openapi_docs_and_page(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
-    params = {p["name"] for p in spec["paths"]["/predict"]["post"]["parameters"]}
-    assert params == {"top_k", "attention"}
+    params = {p["name"]: p for p in spec["paths"]["/predict"]["post"]["parameters"]}
+    assert set(params) == {"top_k", "attention"}
+    assert params["top_k"]["in"] == "query"
+    assert "classes per image" in params["top_k"]["description"]
+    assert spec["paths"]["/predict"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
     for name in ("PredictResponse", "ModelInfo", "ImagePrediction", "Error", "ReloadRequest"):
         assert name in spec["components"]["schemas"]
     page = client.get("/")
@@ -609,11 +614,72 @@ def test_blank_token_means_no_token(ckpts, monkeypatch: pytest.MonkeyPatch) -> N
         assert post_files(c, [noise_png(1)], headers={}).status_code == 200
 
 
-def test_only_small_images_are_decoded_on_the_event_loop() -> None:
-    from serve.images import Upload, header_pixels
+def test_only_small_images_are_decoded_on_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serve.service
     from serve.service import INLINE_DECODE_PIXELS
 
-    assert header_pixels(Upload(noise_png(0), "a")) == 28 * 28 <= INLINE_DECODE_PIXELS
-    # A bomb's header is read, never its pixels: it goes to the worker thread and is refused.
-    assert header_pixels(Upload(png_claiming(10_000, 10_000), "b")) > INLINE_DECODE_PIXELS
-    assert header_pixels(Upload(b"not an image", "c")) == 0  # decode() explains the refusal
+    hops = []
+    real = serve.service.run_in_threadpool
+
+    async def counting(fn, *args):
+        hops.append(fn.__name__)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(serve.service, "run_in_threadpool", counting)
+    assert 28 * 28 <= INLINE_DECODE_PIXELS < 200 * 200
+    assert post_files(client, [noise_png(0)]).status_code == 200
+    assert hops == []
+    assert post_files(client, [noise_png(0, shape=(200, 200))]).status_code == 200
+    assert hops == ["_to_batch"]
+    # A bomb's header is read on the loop and refused there: its pixels are never allocated.
+    assert_error(post_files(client, [png_claiming(100_000, 100_000)]), 413, "decompression")
+    assert hops == ["_to_batch"]
+
+
+def test_settings_travel_to_workers_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = ServeSettings(model="runs/x", port=9100, max_wait_ms=1.5, token="s3cret",
+                             workers=2, reload_file="/tmp/board.json")
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert ServeSettings() == settings
+    assert "ECAB_SERVE_THREADS" not in settings.to_env()  # unset stays unset
+    # Workers share the cores: each leaves the others (and its event loop) theirs.
+    assert ServeSettings(workers=4).inference_threads() == max(1, (os.cpu_count() or 2) // 4 - 1)
+
+
+def test_reload_board_reaches_the_other_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import serve.workers
+    from serve.workers import ReloadBoard
+
+    monkeypatch.setattr(serve.workers, "POLL_S", 0.01)
+    path = tmp_path / "reload.json"
+    loads: list[str] = []
+
+    async def load(source: str) -> None:
+        loads.append(source)
+        if source == "broken":
+            raise RuntimeError("no such checkpoint")
+
+    async def scenario() -> None:
+        me, other = ReloadBoard(path), ReloadBoard(path)
+        follower = asyncio.create_task(me.follow(load))
+        await asyncio.sleep(0.05)
+        assert loads == []  # nothing announced yet
+        other.announce("broken")  # a failing load is logged; the follower keeps following
+        await asyncio.sleep(0.05)
+        other.announce("runs/b")
+        await asyncio.sleep(0.05)
+        me.announce("runs/mine")  # our own announcement is not news to us
+        await asyncio.sleep(0.05)
+        follower.cancel()
+
+    asyncio.run(scenario())
+    assert loads == ["broken", "runs/b"]

@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -70,6 +72,43 @@ def test_uvicorn_process(experiment: Path) -> None:
             head = s.recv(4096).decode(errors="replace")
         assert head.startswith("HTTP/1.1 413"), head
         assert http.get("/readyz").status_code == 200
+
+
+def test_workers_share_the_load_and_follow_a_reload(experiment: Path, tmp_path: Path) -> None:
+    other = make_checkpoint(tmp_path / "other", "se", FASHION, seed=7)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    files = [("files", ("a.png", sample_png(0), "image/png"))]
+
+    def answers(url: str, path: str, n: int = 16) -> set[int]:
+        """pids of the workers that answered n concurrent connections, all serving `path`."""
+        def one(_: int) -> int:
+            with httpx.Client(base_url=url, timeout=30) as http:  # a new connection each
+                assert http.post("/predict", files=files, headers=auth).status_code == 200
+                info = http.get("/model").json()
+                assert info["path"] == path
+                return info["pid"]
+
+        with ThreadPoolExecutor(8) as pool:
+            return set(pool.map(one, range(n)))
+
+    with server(experiment, env={"ECAB_SERVE_TOKEN": TOKEN}, args=("--workers", "2")) as url:
+        time.sleep(2)  # /readyz answered once one worker was up; let the other finish loading
+        pids = set()
+        for _ in range(10):
+            pids |= answers(url, str((experiment / "best").resolve()))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, pids
+        r = httpx.post(f"{url}/reload", json={"path": str(other)}, headers=auth, timeout=60)
+        assert r.status_code == 200, r.text
+        deadline, seen = time.monotonic() + 30, set()
+        while len(seen) < 2 and time.monotonic() < deadline:
+            try:
+                seen |= answers(url, str(other.resolve()))
+            except AssertionError:  # a worker has not followed yet
+                seen.clear()
+                time.sleep(0.2)
+        assert seen == pids
 
 
 def test_cli_refuses_a_bad_model_path(tmp_path: Path) -> None:
