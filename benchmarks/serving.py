@@ -125,6 +125,18 @@ def start_server(model: str | Path, port: int, extra: list[str]) -> subprocess.P
     raise TimeoutError("the server did not become ready in 120 s")
 
 
+def wait_for_workers(url: str, n: int, timeout: float = 120) -> None:
+    """/readyz answers once one worker is up: wait until n distinct workers have answered."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(pids) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(pids)} of {n} workers answered in {timeout:.0f} s")
+        r = httpx.get(f"{url}/model", timeout=10)  # a new connection: any worker may take it
+        if r.status_code == 200:
+            pids.add(r.json()["pid"])
+
+
 async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
     """`requests` requests from `concurrency` clients; latency percentiles and throughput."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -207,28 +219,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto",
                    help="load generator: wrk (Debian's; auto uses it when installed) or httpx")
     p.add_argument("--seconds", type=int, default=10, help="wrk: seconds per concurrency")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="server processes (default: one per core; see README, Serving)")
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra `python -m serve` flag (repeatable), e.g. --server-arg=--threads=2")
     args = p.parse_args(argv)
+    server_args = ["--workers", str(args.workers), *args.server_arg]
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_checkpoint(Path(tmp) / "ckpt", args.arch, args.attention)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = start_server(model, port, ["--max-batch", str(args.max_batch), *args.server_arg])
+        proc = start_server(model, port, ["--max-batch", str(args.max_batch), *server_args])
         try:
+            wait_for_workers(url, args.workers)
             # The server resolves experiment folders; time exactly the checkpoint it serves.
             folder = Path(httpx.get(f"{url}/model", timeout=10).json()["path"])
             meta = checkpoint.read_meta(folder)
             d = meta.data
             pngs = sample_images(64, d.channels, (d.height, d.width))
             # Model-only timings with the server's own intra-op thread count: like for like.
-            settings, _ = parse_args(["--model", str(model), *args.server_arg])
+            settings, _ = parse_args(["--model", str(model), *server_args])
             torch.set_num_threads(settings.inference_threads())
             one, batch_tp = model_only(folder, pngs, args.max_batch, args.repeats)
             print(f"model: {meta.model.name} + {meta.model.attention}, input "
-                  f"{d.channels}×{d.height}×{d.width}, torch threads {torch.get_num_threads()}, "
-                  f"{os.cpu_count()} CPUs")
+                  f"{d.channels}×{d.height}×{d.width}; server: {settings.workers} worker(s) × "
+                  f"{torch.get_num_threads()} torch thread(s); {os.cpu_count()} CPUs")
             print(f"model-only: batch-1 latency {one * 1e3:.2f} ms ({1 / one:.0f} img/s); "
                   f"batch-{args.max_batch} throughput {batch_tp:.0f} img/s")
             wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))

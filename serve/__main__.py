@@ -104,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers > 1:
         from serve.workers import run_workers
 
-        run_workers(settings, log_level)
-        return 0
+        try:
+            return run_workers(settings, log_level)
+        except OSError as exc:
+            print(f"serve: error: {exc}", file=sys.stderr)
+            return 2
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
     return 0
 

@@ -71,15 +71,6 @@ class ServeSettings(BaseSettings):
         # request, than one that leaves the loop a core (measured: 9.1 vs 5.5 ms p50 on 2 cores).
         return self.threads or max(1, (os.cpu_count() or 2) // self.workers - 1)
 
-    def to_env(self) -> dict[str, str]:
-        """These settings as `ECAB_SERVE_*` variables, for worker processes to rebuild them."""
-        env = {}
-        for name, value in self:
-            if value is not None:
-                text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-                env[f"ECAB_SERVE_{name.upper()}"] = text
-        return env
-
 
 @dataclass(frozen=True)
 class RayOptions:

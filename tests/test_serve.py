@@ -638,15 +638,10 @@ def test_only_small_images_are_decoded_on_the_event_loop(
     assert hops == ["_to_batch"]
 
 
-def test_settings_travel_to_workers_through_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_settings_travel_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = ServeSettings(model="runs/x", port=9100, max_wait_ms=1.5, token="s3cret",
                              workers=2, reload_file="/tmp/board.json")
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    assert ServeSettings() == settings
-    assert "ECAB_SERVE_THREADS" not in settings.to_env()  # unset stays unset
+    assert pickle.loads(pickle.dumps(settings)) == settings  # how spawn hands them over
     # Workers share the cores: each leaves the others (and its event loop) theirs.
     assert ServeSettings(workers=4).inference_threads() == max(1, (os.cpu_count() or 2) // 4 - 1)
 

@@ -111,6 +111,18 @@ def test_workers_share_the_load_and_follow_a_reload(experiment: Path, tmp_path: 
         assert seen == pids
 
 
+def test_workers_refuse_a_taken_port(experiment: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "serve", "--model", str(experiment), "--workers", "2",
+             "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert f"cannot bind 127.0.0.1:{port}" in run.stderr
+
+
 def test_cli_refuses_a_bad_model_path(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "serve", "--model", str(tmp_path / "nope")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
