@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass
 
 import ray
+import yaml
 from ray import tune
 
 from ecab_tune.search import SearchConfig, run_search
+from ecab_tune.space import load_space, resolve_path
 
 STRATEGIES = {
     "tpe-asha-pruned": dict(searcher="optuna", scheduler="asha", stopped_trials="pruned"),
@@ -50,10 +52,30 @@ class Row:
     overhead_s: float
 
 
+def space_file(args: argparse.Namespace, storage: str) -> str:
+    """The space as given, or a validated copy with --model/--grace-period/--reduction-factor."""
+    overrides = {
+        ("defaults", "model"): args.model,
+        ("scheduler", "grace_period"): args.grace_period,
+        ("scheduler", "reduction_factor"): args.reduction_factor,
+    }
+    if all(v is None for v in overrides.values()):
+        return args.space
+    raw = yaml.safe_load(resolve_path(args.space).read_text())
+    for (section, key), value in overrides.items():
+        if value is not None:
+            raw.setdefault(section, {})[key] = value
+    path = f"{storage}/space.yaml"
+    with open(path, "w") as f:
+        yaml.safe_dump(raw, f)
+    load_space(path)  # fail now, not inside the first search
+    return path
+
+
 def run_one(strategy: str, seed: int, args: argparse.Namespace, storage: str) -> Row:
     starts = TrialStarts()
     cfg = SearchConfig(
-        space=args.space,
+        space=args.space_file,
         name=f"{strategy}-s{seed}",
         storage=storage,
         seed=seed,
@@ -97,6 +119,9 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--subset", type=int, help="training images (default: the space's)")
     parser.add_argument("--max-epochs", type=int, help="full budget (default: the space's)")
+    parser.add_argument("--model", help="model (default: the space's)")
+    parser.add_argument("--grace-period", type=int, help="ASHA grace (default: the space's)")
+    parser.add_argument("--reduction-factor", type=float, help="ASHA factor (default: space's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
         "--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES)
@@ -105,11 +130,16 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, configure_logging=False)
     rows = []
     with tempfile.TemporaryDirectory() as storage:
+        args.space_file = space_file(args, storage)
         for seed in args.seeds:
             for strategy in args.strategies:
                 rows.append(run_one(strategy, seed, args, storage))
                 print(f"[bench] {rows[-1]}", flush=True)
-    print(f"\nspace {args.space}, {args.num_samples} trials per search, seeds {args.seeds}")
+    print(
+        f"\nspace {args.space} (model {args.model or 'default'}, grace "
+        f"{args.grace_period or 'default'}, factor {args.reduction_factor or 'default'}), "
+        f"{args.num_samples} trials per search, seeds {args.seeds}"
+    )
     print(f"{'strategy':<24}{'best val':>9}{'test':>8}{'epochs':>8}{'wall s':>8}{'overhead s':>11}")
     for strategy in args.strategies:
         mine = [r for r in rows if r.strategy == strategy]
