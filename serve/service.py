@@ -51,8 +51,9 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self.batcher = MicroBatcher(s.max_batch, s.max_wait_ms / 1000.0)
         await self.batcher.start()
-        if s.model is not None:
-            self.handle = await self.batcher.call(load_handle, s.model, s.device)
+        source = (self._board and self._board.source) or s.model
+        if source is not None:
+            self.handle = await self.batcher.call(load_handle, source, s.device)
         if self._board is not None:
             self._follower = asyncio.create_task(self._board.follow(self._swap))
 

@@ -41,6 +41,11 @@ class ReloadBoard:
         except FileNotFoundError:
             return None
 
+    @property
+    def source(self) -> str | None:
+        """The latest announced source: what a (re)started worker must load, not its --model."""
+        return None if self._seen is None else json.loads(self._seen)["source"]
+
     def announce(self, source: str) -> None:
         text = json.dumps({"source": source, "pid": os.getpid(), "at": time.time_ns()})
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")

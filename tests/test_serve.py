@@ -678,3 +678,6 @@ def test_reload_board_reaches_the_other_workers(
 
     asyncio.run(scenario())
     assert loads == ["broken", "runs/b"]
+    # A worker restarted after reloads loads the latest announcement, not its --model.
+    assert ReloadBoard(path).source == "runs/mine"
+    assert ReloadBoard(tmp_path / "none.json").source is None

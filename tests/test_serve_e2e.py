@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -109,6 +111,14 @@ def test_workers_share_the_load_and_follow_a_reload(experiment: Path, tmp_path: 
                 seen.clear()
                 time.sleep(0.2)
         assert seen == pids
+        # A worker that dies is restarted, and serves the reloaded model, not its --model.
+        os.kill(min(pids), signal.SIGKILL)
+        deadline, seen = time.monotonic() + 60, set()
+        while not (len(seen) == 2 and min(pids) not in seen) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with contextlib.suppress(AssertionError, httpx.TransportError):
+                seen = answers(url, str(other.resolve()))
+        assert len(seen) == 2 and min(pids) not in seen, (pids, seen)
 
 
 def test_workers_refuse_a_taken_port(experiment: Path) -> None:
