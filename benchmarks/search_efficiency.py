@@ -5,7 +5,8 @@ test accuracy, total epochs spent, wall time, and the per-trial overhead (trial 
 -> its first training step). Also runs Optuna+ASHA with ASHA-stopped trials recorded as
 COMPLETE (Ray's default) to show what telling Optuna they were PRUNED buys.
 
-    python benchmarks/search_efficiency.py --space quick --subset 6000 --num-samples 8 --seeds 0 1
+    python benchmarks/search_efficiency.py --space bridge --model resnet8 --subset 6000 \
+        --max-epochs 12 --num-samples 16 --seeds 0 1 2
 """
 
 from __future__ import annotations
