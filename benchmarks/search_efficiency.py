@@ -3,20 +3,28 @@
 Runs real searches (embedded Ray) side by side and prints, per strategy: best validation and
 test accuracy, total epochs spent, wall time, and the per-trial overhead (trial started by Tune
 -> its first training step). Also runs Optuna+ASHA with ASHA-stopped trials recorded as
-COMPLETE (Ray's default) to show what telling Optuna they were PRUNED buys.
+COMPLETE (Ray's default) to show what telling Optuna they were PRUNED buys. The summary pairs
+each ASHA search with random+FIFO of the same seed: epochs ratio, and the paired 95% interval of
+the accuracy differences. `--csv` appends every search (with its settings) to a file, so runs of
+several sessions add up; `--summarize CSV` prints the summary of such a file without running.
 
     python benchmarks/search_efficiency.py --space bridge --model resnet8 --subset 6000 \
-        --max-epochs 12 --num-samples 16 --seeds 0 1 2
+        --max-epochs 12 --num-samples 16 --seeds 0 1 2 \
+        --csv benchmarks/results/search_efficiency.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
+import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 import yaml
@@ -24,6 +32,7 @@ from ray import tune
 
 from ecab_tune.search import SearchConfig, run_search
 from ecab_tune.space import load_space, resolve_path
+from ecab_tune.stats import paired_ci
 
 STRATEGIES = {
     "tpe-asha-pruned": dict(searcher="optuna", scheduler="asha", stopped_trials="pruned"),
@@ -113,6 +122,80 @@ def _first_step(exp_dir, trial_id: str) -> float | None:
     return None
 
 
+NUMBERS = ("best_val", "best_test", "epochs", "wall_s", "overhead_s")
+
+
+def record(args: argparse.Namespace, row: Row) -> dict[str, Any]:
+    """A search's result with the settings it ran under (the space's where not overridden)."""
+    space = load_space(args.space_file)
+    return dict(
+        space=args.space,
+        model=space.defaults.model,
+        subset=str(args.subset or space.defaults.subset or "all"),
+        max_epochs=str(args.max_epochs or space.defaults.max_epochs),
+        grace_period=str(space.scheduler.grace_period),
+        reduction_factor=f"{space.scheduler.reduction_factor:g}",
+        num_samples=str(args.num_samples),
+        **dataclasses.asdict(row),
+    )
+
+
+def append_csv(path: str, rec: dict[str, Any]) -> None:
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rec))
+        if new:
+            writer.writeheader()
+        writer.writerow(rec)
+
+
+def read_csv(path: str) -> list[dict[str, Any]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update({k: float(r[k]) for k in NUMBERS}, seed=int(r["seed"]))
+    return rows
+
+
+def summarize(records: list[dict[str, Any]]) -> None:
+    """Per setting: each strategy's means over seeds, then TPE+ASHA against random+FIFO
+    paired by seed (random+FIFO ignores the ASHA settings, so it pairs with each of them)."""
+    setting = ("space", "model", "subset", "max_epochs", "num_samples")
+    for key in sorted({tuple(r[k] for k in setting) for r in records}):
+        mine = [r for r in records if tuple(r[k] for k in setting) == key]
+        print("\n" + ", ".join(f"{k} {v}" for k, v in zip(setting, key, strict=True)))
+        print(
+            f"{'strategy':<34}{'seeds':>6}{'best val':>9}{'test':>8}{'epochs':>8}"
+            f"{'wall s':>8}{'overhead s':>11}"
+        )
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in mine:
+            asha = STRATEGIES[r["strategy"]]["scheduler"] == "asha"
+            label = r["strategy"] + (
+                f" (grace {r['grace_period']}, factor {r['reduction_factor']})" if asha else ""
+            )
+            groups.setdefault(label, []).append(r)
+        for label, rows in groups.items():
+            val, test, epochs, wall, overhead = (
+                statistics.fmean(r[k] for r in rows) for k in NUMBERS
+            )
+            print(
+                f"{label:<34}{len(rows):>6}{val:>9.4f}{test:>8.4f}{epochs:>8.1f}"
+                f"{wall:>8.0f}{overhead:>11.2f}"
+            )
+        base = {r["seed"]: r for r in mine if r["strategy"] == "random-fifo"}
+        for label, rows in groups.items():
+            pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
+            if label == "random-fifo" or not pairs:
+                continue
+            ratio = sum(a["epochs"] for a, _ in pairs) / sum(b["epochs"] for _, b in pairs)
+            line = f"{label} vs random-fifo, {len(pairs)} seed(s): epochs {ratio:.2f}x"
+            for k in ("best_val", "best_test"):
+                ci = paired_ci([100 * a[k] for a, _ in pairs], [100 * b[k] for _, b in pairs])
+                line += f"; {k} {ci.mean:+.2f} pts [{ci.low:+.1f}, {ci.high:+.1f}]" if ci else ""
+            print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="quick")
@@ -127,35 +210,27 @@ def main() -> None:
     parser.add_argument(
         "--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES)
     )
+    parser.add_argument("--csv", help="append one row per search to this CSV file")
+    parser.add_argument(
+        "--summarize", metavar="CSV", help="run nothing: summarize the searches in this CSV"
+    )
     args = parser.parse_args()
+    if args.summarize:
+        summarize(read_csv(args.summarize))
+        return
     ray.init(address="local", include_dashboard=False, configure_logging=False)
-    rows = []
+    records = []
     with tempfile.TemporaryDirectory() as storage:
         args.space_file = space_file(args, storage)
         for seed in args.seeds:
             for strategy in args.strategies:
-                rows.append(run_one(strategy, seed, args, storage))
-                print(f"[bench] {rows[-1]}", flush=True)
-    print(
-        f"\nspace {args.space} (model {args.model or 'default'}, grace "
-        f"{args.grace_period or 'default'}, factor {args.reduction_factor or 'default'}), "
-        f"{args.num_samples} trials per search, seeds {args.seeds}"
-    )
-    print(f"{'strategy':<24}{'best val':>9}{'test':>8}{'epochs':>8}{'wall s':>8}{'overhead s':>11}")
-    for strategy in args.strategies:
-        mine = [r for r in rows if r.strategy == strategy]
-        val, test, epochs, wall, overhead = (
-            statistics.mean(getattr(r, f) for r in mine)
-            for f in ("best_val", "best_test", "epochs", "wall_s", "overhead_s")
-        )
-        print(f"{strategy:<24}{val:>9.4f}{test:>8.4f}{epochs:>8.1f}{wall:>8.0f}{overhead:>11.2f}")
-    base = [r for r in rows if r.strategy == "random-fifo"]
-    ours = [r for r in rows if r.strategy == "tpe-asha-pruned"]
-    if base and ours:
-        ratio = statistics.mean(r.epochs for r in ours) / statistics.mean(r.epochs for r in base)
-        print(
-            f"epochs tpe-asha-pruned / random-fifo: {ratio:.2f} (target <= 0.5 at equal accuracy)"
-        )
+                row = run_one(strategy, seed, args, storage)
+                print(f"[bench] {row}", flush=True)
+                records.append(record(args, row))
+                if args.csv:
+                    append_csv(args.csv, records[-1])
+    summarize(records)
+    print("target: the same best accuracy (within noise) for <= 0.5x the epochs")
 
 
 if __name__ == "__main__":
