@@ -125,8 +125,8 @@ def _first_step(exp_dir, trial_id: str) -> float | None:
 NUMBERS = ("best_val", "best_test", "epochs", "wall_s", "overhead_s")
 
 
-def record(args: argparse.Namespace, row: Row) -> dict[str, Any]:
-    """A search's result with the settings it ran under (the space's where not overridden)."""
+def settings(args: argparse.Namespace) -> dict[str, str]:
+    """What a search ran under, from the space as run (its defaults where not overridden)."""
     space = load_space(args.space_file)
     return dict(
         space=args.space,
@@ -136,7 +136,6 @@ def record(args: argparse.Namespace, row: Row) -> dict[str, Any]:
         grace_period=str(space.scheduler.grace_period),
         reduction_factor=f"{space.scheduler.reduction_factor:g}",
         num_samples=str(args.num_samples),
-        **dataclasses.asdict(row),
     )
 
 
@@ -222,11 +221,12 @@ def main() -> None:
     records = []
     with tempfile.TemporaryDirectory() as storage:
         args.space_file = space_file(args, storage)
+        ran_under = settings(args)
         for seed in args.seeds:
             for strategy in args.strategies:
                 row = run_one(strategy, seed, args, storage)
                 print(f"[bench] {row}", flush=True)
-                records.append(record(args, row))
+                records.append({**ran_under, **dataclasses.asdict(row)})
                 if args.csv:
                     append_csv(args.csv, records[-1])
     summarize(records)
