@@ -215,7 +215,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.summarize:
-        summarize(read_csv(args.summarize))
+        try:
+            records = read_csv(args.summarize)
+        except (OSError, KeyError, ValueError) as e:
+            parser.error(f"--summarize {args.summarize}: not a CSV this script wrote ({e!r})")
+        summarize(records)
         return
     ray.init(address="local", include_dashboard=False, configure_logging=False)
     records = []
