@@ -160,8 +160,10 @@ def summarize(records: list[dict[str, Any]]) -> None:
     """Per setting: each strategy's means over seeds, then TPE+ASHA against random+FIFO
     paired by seed (random+FIFO ignores the ASHA settings, so it pairs with each of them)."""
     setting = ("space", "model", "subset", "max_epochs", "num_samples")
-    for key in sorted({tuple(r[k] for k in setting) for r in records}):
-        mine = [r for r in records if tuple(r[k] for k in setting) == key]
+    by_setting: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        by_setting.setdefault(tuple(r[k] for k in setting), []).append(r)
+    for key, mine in sorted(by_setting.items()):
         print("\n" + ", ".join(f"{k} {v}" for k, v in zip(setting, key, strict=True)))
         print(
             f"{'strategy':<34}{'seeds':>6}{'best val':>9}{'test':>8}{'epochs':>8}"
