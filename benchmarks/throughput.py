@@ -24,7 +24,8 @@ from torchvision import transforms
 
 from ecab_tune.config import TrainConfig
 from ecab_tune.data import Split, iterate_batches, load_dataset
-from ecab_tune.engine import Trainer, build_model, resolve_device
+from ecab_tune.device import resolve_device
+from ecab_tune.engine import Trainer
 from ecab_tune.models import ModelConfig
 
 
@@ -93,7 +94,7 @@ def main() -> None:
         in_chans=info.channels,
     )
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, warmup_epochs=0.0)
-    trainer = Trainer(build_model(model_cfg.build, 0), splits, cfg, device)
+    trainer = Trainer(model_cfg.build(seed=0), splits, cfg, device)
     n = args.steps + 3
 
     def ours() -> Iterable:

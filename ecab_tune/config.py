@@ -59,8 +59,14 @@ class TrainConfig:
     warmup_epochs: float = field(default=1.0, metadata=_help("linear warm-up length in epochs"))
     seed: int = field(default=0, metadata=_help("seed for initialisation, order and augmentation"))
     eval_batch_size: int = field(default=1024, metadata=_help("batch size for evaluation"))
-    amp: bool = field(default=True, metadata=_help("mixed precision (CUDA only)"))
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = field(
+        default="auto",
+        metadata=_help("auto: bf16 on compute capability 8.0+, fp16 on older GPUs, fp32 on CPU"),
+    )
     channels_last: bool = field(default=True, metadata=_help("channels_last memory (CUDA only)"))
+    deterministic: bool = field(
+        default=False, metadata=_help("bit-exact CUDA kernels (slower); off: cuDNN autotuning")
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")

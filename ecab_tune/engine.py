@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ecab_tune.config import TrainConfig
 from ecab_tune.data import Split, Splits, iterate_batches
+from ecab_tune.device import amp_dtype, choose_precision, set_determinism
 
 COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
 
@@ -61,43 +62,22 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1.0 - progress)  # onecycle: triangular, as in the fast CIFAR trainers
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine")
-    return device
-
-
-def build_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Initialise a model from `seed` without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory()
-
-
 class Trainer:
     """Owns model, optimiser and data order; `state_dict` captures all of it for exact resume."""
 
     def __init__(self, model: nn.Module, splits: Splits, cfg: TrainConfig, device: torch.device):
+        set_determinism(cfg.deterministic)  # before the first CUDA kernel
         self.cfg, self.device = cfg, device
+        self.precision = choose_precision(device, cfg.precision)
+        self.amp_dtype = amp_dtype(self.precision)
         self.splits = splits.to(device)
         self.eval_split: Split = (
             self.splits.val if self.splits.val is not None else self.splits.test
         )
-        on_cuda = device.type == "cuda"
-        self.channels_last = cfg.channels_last and on_cuda
+        self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = model.to(device, memory_format=self._memory_format)
-        self.amp_dtype = (
-            torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        self.use_amp = cfg.amp and on_cuda
         # bf16 has fp32's range, so only fp16 needs loss scaling.
-        self.scaler = torch.amp.GradScaler(
-            device.type, enabled=self.use_amp and self.amp_dtype == torch.float16
-        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         decay = [p for p in model.parameters() if p.ndim > 1]
         no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases: no L2
         self.optimizer = torch.optim.SGD(
@@ -136,7 +116,9 @@ class Trainer:
     def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """One optimiser step; returns (summed loss, correct count) as device tensors (no sync)."""
         self._set_lr()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
             logits = self.model(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
@@ -175,7 +157,7 @@ class Trainer:
             split,
             self.splits.info,
             self.cfg.eval_batch_size,
-            amp_dtype=self.amp_dtype if self.use_amp else None,
+            amp_dtype=self.amp_dtype,
             channels_last=self.channels_last,
         )
 
@@ -207,7 +189,8 @@ class Trainer:
         """Everything beyond the weights that an exact resume needs (loadable weights_only)."""
         return {
             "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.scaler.state_dict(),  # {} when disabled (bf16, fp32)
+            "precision": self.precision,
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "step": self.step,
@@ -216,7 +199,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        # A run resumed in another precision (a trial retried on an older GPU, say) starts a
+        # fresh loss scale: a disabled scaler saved {}, and fp16's scale means nothing to bf16.
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = [EpochResult(**e) for e in state["history"]]

@@ -17,7 +17,8 @@ import yaml
 from ecab_tune import checkpoint
 from ecab_tune.config import DataConfig, TrainConfig, add_arguments, from_args, to_dict
 from ecab_tune.data import DatasetNotFoundError, Splits, load_dataset
-from ecab_tune.engine import FitResult, Trainer, build_model, resolve_device
+from ecab_tune.device import resolve_device
+from ecab_tune.engine import FitResult, Trainer
 from ecab_tune.models import ModelConfig, list_attentions, list_models
 
 
@@ -47,7 +48,7 @@ def make_trainer(
         if state is None:
             raise checkpoint.CheckpointError(f"{resume_from} has no resume state")
     else:
-        model, state = build_model(model_cfg.build, train_cfg.seed), None
+        model, state = model_cfg.build(seed=train_cfg.seed), None
     trainer = Trainer(model, splits, train_cfg, device)
     if state is not None:
         trainer.load_state_dict(state)

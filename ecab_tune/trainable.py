@@ -15,7 +15,8 @@ import torch
 from ray import tune
 
 from ecab_tune.data import Splits
-from ecab_tune.engine import DIVERGED, EpochResult, resolve_device
+from ecab_tune.device import resolve_device
+from ecab_tune.engine import DIVERGED, EpochResult
 from ecab_tune.space import SearchSpace
 from ecab_tune.train import make_trainer, save_trainer
 

@@ -9,11 +9,12 @@ from ecab_tune.models import (
     ModelConfig,
     capture_attention,
     create_model,
+    init_hash,
     list_attentions,
     list_models,
     model_params,
 )
-from ecab_tune.models.bridge import BridgeAttention, Layer, select_layers
+from ecab_tune.models.bridge import AdaptiveBridgeAttention, BridgeAttention, Layer, select_layers
 
 
 def count(model: nn.Module) -> int:
@@ -81,12 +82,12 @@ def test_gradients_reach_every_bridge_input(options):
     bridges = [m for m in model.modules() if isinstance(m, BridgeAttention)]
     assert bridges
     for bridge in bridges:
-        inputs = bridge.projections if bridge.projections is not None else [bridge.hidden]
-        for layer in inputs:
-            grad = layer[0].weight.grad
-            assert grad is not None and grad.abs().sum() > 0
-            if bridge.projections is None:  # one linear over all sources: each column block
-                assert (grad.abs().sum(0) > 0).all()
+        if bridge.project is not None:  # each source's block of the fused projection
+            grads = [g for g in bridge.project.weight.grad.split(bridge.project.in_widths, 1)]
+            assert all(g.abs().sum() > 0 for g in grads)
+        else:  # one linear over all sources: each column block
+            grad = bridge.hidden[0].weight.grad
+            assert (grad.abs().sum(0) > 0).all()
 
 
 def test_se_parameter_overhead_on_resnet50_matches_the_paper():
@@ -125,11 +126,13 @@ def test_bridge_equals_ba_net_reference_numerically():
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
     # BA-Net's parameter names for the same tensors: conv1/conv2 are "pre", conv3 is "cur".
-    mine = ours.state_dict()
+    mine, width = ours.state_dict(), channels // 16
+    blocks = ours.project.block_weights()
     state = {"generation.1.weight": mine["gate.weight"]}
     for theirs, index in (("pre_fusions.0", 0), ("pre_fusions.1", 1), ("cur_fusion", 2)):
-        for key in ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
-            state[f"{theirs}.{key}"] = mine[f"projections.{index}.{key}"]
+        state[f"{theirs}.0.weight"] = blocks[index]
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            state[f"{theirs}.1.{key}"] = mine[f"norm.{key}"][index * width : (index + 1) * width]
     out3 = torch.randn(3, channels, 8, 8)
     pooled = [torch.randn(3, mid), torch.randn(3, mid), out3.mean((2, 3))]
     expected = ba_net_reference(state, pooled[:2], pooled[2])
@@ -153,8 +156,15 @@ def test_bridge_is_ecab_on_the_blocks_own_layers_summed():
 
 def test_layer_selection():
     # stem, two blocks of stage 0 (2 convs each), one block of stage 1.
-    table = [Layer(-1, -1, 8), Layer(0, 0, 8), Layer(0, 0, 8), Layer(0, 1, 8), Layer(0, 1, 8),
-             Layer(1, 2, 16), Layer(1, 2, 16)]
+    table = [
+        Layer(-1, -1, 8),
+        Layer(0, 0, 8),
+        Layer(0, 0, 8),
+        Layer(0, 1, 8),
+        Layer(0, 1, 8),
+        Layer(1, 2, 16),
+        Layer(1, 2, 16),
+    ]
     assert select_layers("block", table, "x") == (5, 6)
     assert select_layers("last2", table, "x") == (3, 4, 5, 6)
     assert select_layers("last9", table, "x") == (1, 2, 3, 4, 5, 6)
@@ -188,7 +198,13 @@ def test_unknown_names_and_bridge_options():
         create_model("resnet20", "sk")
     with pytest.raises(ValueError, match="'bridge' takes no option 'fusion'"):
         create_model("resnet20", "bridge", fusion="concat")
-    assert model_params("resnet20", "bridge") == {"num_classes", "in_chans", "width", "reduction"}
+    assert model_params("resnet20", "bridge") == {
+        "num_classes",
+        "in_chans",
+        "width",
+        "reduction",
+        "min_width",
+    }
     assert {"layers", "fusion", "project"} <= model_params("resnet20", "ecab")
 
 
@@ -199,3 +215,118 @@ def test_model_config_round_trips_through_json():
     assert count(again.build()) == count(cfg.build())
     with pytest.raises(ValueError, match="unknown model config key"):
         ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
+
+
+class PerSourceBridge(nn.Module):
+    """The bridge gate as it was before its projections were fused: one `Linear + BN` module
+    per source (the layout of checkpoints saved before the fusion)."""
+
+    def __init__(self, channels: int, sources: list[int], fusion: str, width: int) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.projections = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, width, bias=False), nn.BatchNorm1d(width)) for c in sources
+        )
+        fused = width if fusion == "sum" else width * len(sources)
+        self.gate = nn.Linear(fused, channels, bias=False)
+
+    def forward(self, x: torch.Tensor, descriptors: list[torch.Tensor]) -> torch.Tensor:
+        projected = [p(d) for p, d in zip(self.projections, descriptors, strict=True)]
+        if self.fusion == "sum":
+            fused = torch.stack(projected).sum(0)
+        else:
+            fused = torch.cat(projected, dim=1)
+        return x * torch.sigmoid(self.gate(torch.relu(fused)))[:, :, None, None]
+
+
+@pytest.mark.parametrize("fusion", ["sum", "concat"])
+def test_fused_bridge_equals_the_per_source_gate_in_outputs_and_gradients(fusion):
+    torch.manual_seed(0)
+    sources, channels = [16, 16, 32, 32], 32
+    old = PerSourceBridge(channels, sources, fusion, width=8).train()
+    for module in old.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    new = BridgeAttention(channels, sources, fusion=fusion, reduction=4).train()
+    new.load_state_dict(old.state_dict())  # the old layout loads into the fused one
+    x = torch.randn(6, channels, 4, 4)
+    descriptors = [torch.randn(6, c) for c in sources]
+    (old(x, descriptors) ** 2).sum().backward()
+    (new(x, descriptors) ** 2).sum().backward()
+    torch.testing.assert_close(new(x, descriptors), old(x, descriptors))
+    old_grads = [p[0].weight.grad for p in old.projections]
+    new_grads = [new.project.weight.grad[r, c] for r, c in new.project._blocks()]
+    for got, expected in zip(new_grads, old_grads, strict=True):
+        torch.testing.assert_close(got, expected)
+    off_block = new.project.weight.grad * (1 - new.project.mask)
+    assert off_block.abs().sum() == 0  # the zeros stay zeros
+    torch.testing.assert_close(new.gate.weight.grad, old.gate.weight.grad)
+    bn_grad = torch.cat([p[1].weight.grad for p in old.projections])
+    torch.testing.assert_close(new.norm.weight.grad, bn_grad)
+
+
+def bav2_reference(state: dict, features: list, generation_bn: dict) -> torch.Tensor:
+    """BA-Net v2's `BALayer` (ZOUrz/BA-Net-Bridge-Attention-in-Deep-Neural-Networks,
+    models/ba_resnet_v2_1.py) in plain tensor ops: per-source bias-free linear, stacked on a
+    last axis, `Linear(n, 1)`, then BatchNorm1d (eval) → ReLU → bias-free linear → sigmoid."""
+    fusions = [f @ state[f"fusions.{i}.0.weight"].T for i, f in enumerate(features)]
+    stacked = torch.stack(fusions, dim=2)  # N × w × n
+    fused = (stacked @ state["proj.weight"].T).squeeze(-1) + state["proj.bias"]
+    bn = generation_bn
+    normed = (fused - bn["mean"]) / torch.sqrt(bn["var"] + 1e-5) * bn["weight"] + bn["bias"]
+    return torch.sigmoid(torch.relu(normed) @ state["generation.2.weight"].T)
+
+
+def test_bav2_equals_the_official_arithmetic():
+    torch.manual_seed(1)
+    channels, sources = 64, [64, 64]
+    ours = AdaptiveBridgeAttention(channels, sources, reduction=16, min_width=1).eval()
+    ours.norm.running_mean.uniform_(-0.5, 0.5)
+    ours.norm.running_var.uniform_(0.5, 1.5)
+    ours.select.bias.data.fill_(0.3)
+    blocks = ours.project.block_weights()
+    state = {f"fusions.{i}.0.weight": b for i, b in enumerate(blocks)}
+    state |= {"proj.weight": ours.select.weight, "proj.bias": ours.select.bias}
+    state["generation.2.weight"] = ours.gate.weight
+    bn = {
+        "mean": ours.norm.running_mean,
+        "var": ours.norm.running_var,
+        "weight": ours.norm.weight,
+        "bias": ours.norm.bias,
+    }
+    x = torch.randn(3, channels, 5, 5)
+    features = [torch.randn(3, 64), x.mean((2, 3))]
+    with torch.no_grad(), capture_attention(ours) as captured:
+        ours(x, features)
+        expected = bav2_reference(state, features, bn)
+    torch.testing.assert_close(captured[""]["channel"], expected)
+    assert ours.project.width == channels // 16  # the papers' width at min_width=1
+
+
+def test_min_width_sets_the_gate_floor():
+    assert create_model("resnet20", "se").get_submodule("stage1.block0.attn").fc1.out_features == 8
+    paper = create_model("resnet20", "se", min_width=1)
+    assert paper.get_submodule("stage1.block0.attn").fc1.out_features == 1  # 16 // 16
+    assert paper.get_submodule("stage3.block0.attn").fc1.out_features == 4  # 64 // 16
+    with pytest.raises(ValueError, match="min_width=0 is invalid"):
+        create_model("resnet8", "ecab", min_width=0)
+    with pytest.raises(ValueError, match="takes no option 'layers'"):
+        create_model("resnet8", "bav2", layers="all")
+
+
+def test_one_seed_gives_every_variant_the_same_trunk():
+    variants = ["none", "se", "cbam", "eca", "bridge", "bav2", "ecab", "ecab_head"]
+    hashes = {v: init_hash(create_model("resnet20", v, seed=3)) for v in variants}
+    assert len(set(hashes.values())) == 1, hashes
+    assert init_hash(create_model("resnet20", "none", seed=4)) != hashes["none"]
+    none, se = create_model("resnet20", "none", seed=3), create_model("resnet20", "se", seed=3)
+    for key, value in none.state_dict().items():  # the classifier too, not only the trunk
+        torch.testing.assert_close(se.state_dict()[key], value, rtol=0, atol=0)
+    # Gates come from their own generator: same seed, same gate; another seed, another gate.
+    again = create_model("resnet20", "se", seed=3)
+    gate = "stage2.block1.attn.fc1.weight"
+    assert torch.equal(again.state_dict()[gate], se.state_dict()[gate])
+    assert not torch.equal(
+        create_model("resnet20", "se", seed=4).state_dict()[gate], again.state_dict()[gate]
+    )

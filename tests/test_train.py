@@ -10,7 +10,8 @@ from torch import nn
 
 from ecab_tune import checkpoint
 from ecab_tune.config import TrainConfig
-from ecab_tune.engine import COMPLETED, DIVERGED, STOPPED, Trainer, lr_factor, resolve_device
+from ecab_tune.device import resolve_device
+from ecab_tune.engine import COMPLETED, DIVERGED, STOPPED, Trainer, lr_factor
 from ecab_tune.models import ModelConfig
 from ecab_tune.train import make_trainer, run_metrics, save_trainer
 
@@ -59,7 +60,7 @@ def test_train_config_rejects_bad_values_by_name(field, value):
 def test_cuda_request_without_cuda_is_an_error_not_a_fallback():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(ValueError, match="CUDA is unusable"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
 

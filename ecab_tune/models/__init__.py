@@ -1,11 +1,12 @@
 """The model zoo: CIFAR ResNets × attention gates, built by name.
 
-    create_model("resnet20", "ecab", fusion="concat", layers="last2", num_classes=10)
+create_model("resnet20", "ecab", fusion="concat", layers="last2", num_classes=10)
 """
 
 from ecab_tune.models import resnet as _resnet  # noqa: F401  (registers the architectures)
 from ecab_tune.models.attention import AttentionModule, capture_attention
 from ecab_tune.models.factory import attention_options, create_attn, list_attentions
+from ecab_tune.models.init import init_hash, init_weights
 from ecab_tune.models.registry import (
     ModelConfig,
     create_model,
@@ -21,6 +22,8 @@ __all__ = [
     "capture_attention",
     "create_attn",
     "create_model",
+    "init_hash",
+    "init_weights",
     "list_attentions",
     "list_models",
     "model_params",

@@ -16,11 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MIN_WIDTH = 8  # narrowest bottleneck of a gate MLP: C/16 of a 16-channel CIFAR stage is 1
+# Default narrowest bottleneck of a gate: C/16 of a 16-channel CIFAR stage would be 1. The papers'
+# width is C//r with a floor of 1 (`min_width=1`).
+MIN_WIDTH = 8
 
 
-def reduced_width(channels: int, reduction: int) -> int:
-    return max(channels // reduction, MIN_WIDTH)
+def reduced_width(channels: int, reduction: int, min_width: int = MIN_WIDTH) -> int:
+    """Width of a gate's bottleneck: C // reduction, at least `min_width`."""
+    check_reduction(reduction)
+    if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
+        raise ValueError(f"min_width={min_width!r} is invalid: expected an integer >= 1")
+    return max(channels // reduction, min_width)
 
 
 def check_reduction(reduction: int) -> None:
@@ -64,10 +70,9 @@ def channel_gate(x: Tensor, weights: Tensor) -> Tensor:
 class SqueezeExcite(AttentionModule):
     """Hu et al.: GAP → FC → ReLU → FC → sigmoid."""
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int, reduction: int = 16, min_width: int = MIN_WIDTH) -> None:
         super().__init__()
-        check_reduction(reduction)
-        width = reduced_width(channels, reduction)
+        width = reduced_width(channels, reduction, min_width)
         self.fc1 = nn.Linear(channels, width)
         self.fc2 = nn.Linear(width, channels)
 
@@ -80,12 +85,13 @@ class SqueezeExcite(AttentionModule):
 class CBAM(AttentionModule):
     """Woo et al.: channel gate from avg+max pooled MLP, then a 7×7 spatial gate."""
 
-    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
+    def __init__(
+        self, channels: int, reduction: int = 16, kernel_size: int = 7, min_width: int = MIN_WIDTH
+    ) -> None:
         super().__init__()
-        check_reduction(reduction)
         if kernel_size not in (3, 5, 7):
             raise ValueError(f"kernel_size={kernel_size!r} is invalid: expected 3, 5 or 7")
-        width = reduced_width(channels, reduction)
+        width = reduced_width(channels, reduction, min_width)
         self.mlp = nn.Sequential(
             nn.Linear(channels, width), nn.ReLU(inplace=True), nn.Linear(width, channels)
         )

@@ -1,7 +1,8 @@
 """Attention by name: the table a config string is looked up in, and the one constructor.
 
 A search space or checkpoint names a variant (`"ecab"`) and options (`fusion=concat`); it never
-imports a class. `bridge` is ECAB with its layer selection and fusion fixed to BA-Net's.
+imports a class. `bridge` is ECAB with its layer selection and fusion fixed to BA-Net's; `bav2`
+is BA-Net v2's gate on the same layers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ecab_tune.models.attention import CBAM, ECA, AttentionModule, SqueezeExcite
-from ecab_tune.models.bridge import BridgeAttention, Layer, check_layers, select_layers
+from ecab_tune.models.bridge import (
+    AdaptiveBridgeAttention,
+    BridgeAttention,
+    Layer,
+    check_layers,
+    select_layers,
+)
 
 HEAD = "ecab_head"  # the study's literal variant changes the classifier, not the blocks
 _INTERNAL = ("channels", "source_channels")  # supplied by the network, never by a user
@@ -21,9 +28,12 @@ ATTENTIONS: dict[str, tuple[type[AttentionModule] | None, dict[str, Any]]] = {
     "cbam": (CBAM, {}),
     "eca": (ECA, {}),
     "bridge": (BridgeAttention, {"layers": "block", "fusion": "sum", "project": True}),
+    "bav2": (AdaptiveBridgeAttention, {"layers": "block"}),
     "ecab": (BridgeAttention, {"layers": "last2"}),
     HEAD: (None, {}),
 }
+# Published modules whose preset is their definition: a user sets only their width options.
+FIXED_PRESETS = ("bridge", "bav2")
 
 
 def list_attentions() -> list[str]:
@@ -37,14 +47,14 @@ def _lookup(name: str) -> tuple[type[AttentionModule] | None, dict[str, Any]]:
 
 
 def attention_options(name: str) -> set[str]:
-    """Options a user may set for attention `name` (for `bridge`: only the reduction)."""
+    """Options a user may set for attention `name` (for `bridge`/`bav2`: only the width)."""
     cls, preset = _lookup(name)
     if cls is None:
         return set()
     options = set(inspect.signature(cls).parameters) - set(_INTERNAL)
     if cls.uses_descriptors:
         options.add("layers")
-    return options - set(preset) if name == "bridge" else options
+    return options - set(preset) if name in FIXED_PRESETS else options
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:

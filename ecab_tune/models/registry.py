@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ecab_tune.models.factory import attention_options, list_attentions
+from ecab_tune.models.init import init_weights
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 # Every architecture takes these besides its attention options.
@@ -44,16 +45,19 @@ def create_model(
     width: float = 1.0,
     num_classes: int = 10,
     in_chans: int = 3,
+    seed: int = 0,
     **attention_kwargs: Any,
 ) -> nn.Module:
-    """Build `name` with `attention` in every block; bad combinations raise `ValueError`."""
-    return _lookup(name)(
+    """Build `name` with `attention` in every block, initialised from `seed` (every variant
+    built from one seed shares its trunk's weights); bad combinations raise `ValueError`."""
+    model = _lookup(name)(
         attention=attention,
         width=width,
         num_classes=num_classes,
         in_chans=in_chans,
         **attention_kwargs,
     )
+    return init_weights(model, seed)
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,14 @@ class ModelConfig:
                 f"unknown attention {self.attention!r}; available: {', '.join(list_attentions())}"
             )
 
-    def build(self) -> nn.Module:
+    def build(self, seed: int = 0) -> nn.Module:
         return create_model(
             self.name,
             self.attention,
             width=self.width,
             num_classes=self.num_classes,
             in_chans=self.in_chans,
+            seed=seed,
             **self.attention_kwargs,
         )
 

@@ -100,7 +100,10 @@ class Bottleneck(ResidualBlock):
 
 
 class ResNet(nn.Module):
-    """Stem → stages `stage1..` of blocks `block0..` (gates at `stageS.blockB.attn`) → head."""
+    """Stem → stages `stage1..` of blocks `block0..` (gates at `stageS.blockB.attn`) → head.
+
+    Weights are set by `create_model` (`init.init_weights`), which pairs variants by seed.
+    """
 
     def __init__(
         self,
@@ -144,9 +147,6 @@ class ResNet(nn.Module):
             else None
         )
         self.fc = None if self.head else nn.Linear(c_in, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
