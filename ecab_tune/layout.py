@@ -1,12 +1,12 @@
 """File names inside an experiment folder, shared by the search, the report and the service.
 
-    runs/<name>/
-      trial_<id>/params.json   the sampled parameters (Ray Tune's own)
-      trial_<id>/result.json   one JSON line per reported epoch (Ray Tune's own)
-      trial_<id>/error.txt     the last error of a trial that raised (Ray Tune's own)
-      optuna.db                the Optuna study (SQLite)
-      summary.json             written when the search ends: best metrics and every trial
-      best/                    the exported best checkpoint, with a copy of the space file
+runs/<name>/
+  trial_<id>/params.json   the sampled parameters (Ray Tune's own)
+  trial_<id>/result.json   one JSON line per reported epoch (Ray Tune's own)
+  trial_<id>/error.txt     the last error of a trial that raised (Ray Tune's own)
+  optuna.db                the Optuna study (SQLite)
+  summary.json             written when the search ends: best metrics and every trial
+  best/                    the exported best checkpoint, with a copy of the space file
 """
 
 EXPORT_DIR = "best"

@@ -1,4 +1,4 @@
-"""The study's three figures, drawn with matplotlib's Agg canvas (no display, no pyplot state)."""
+"""Figures of the study and the search report, drawn with matplotlib's Agg canvas (no pyplot)."""
 
 from __future__ import annotations
 
@@ -230,4 +230,32 @@ def epoch_curves(
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def paired_differences(contrasts: Sequence[Any], path: Path) -> Path:
+    """Per contrast: each seed's paired difference (dots), the mean and its 95% CI (bar), and
+    the Holm-adjusted interval (thin bar), in accuracy points."""
+    fig = Figure(figsize=(7, 0.45 * len(contrasts) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    for y, c in enumerate(contrasts):
+        ax.plot([100 * d for d in c.diffs], [y] * len(c.diffs), "o", color="0.6", ms=4)
+        ax.plot([100 * c.adj_low, 100 * c.adj_high], [y, y], color="C0", lw=1)
+        ax.errorbar(
+            100 * c.mean,
+            y,
+            xerr=[[100 * (c.mean - c.low)], [100 * (c.high - c.mean)]],
+            fmt="s",
+            color="C3" if c.p_holm < 0.05 else "C0",
+            capsize=4,
+            lw=2.5,
+        )
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(contrasts)), [c.name for c in contrasts])
+    ax.invert_yaxis()
+    ax.set(
+        xlabel="paired difference in test accuracy (points)",
+        title="Per-seed differences (dots), mean with 95% CI (thick), Holm-adjusted (thin)",
+    )
+    ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)

@@ -1,7 +1,9 @@
-"""Summaries over seeds: mean ± std, and the paired t-test interval of a difference."""
+"""Summaries over seeds: mean ± std, paired t-test intervals of differences, and Holm's
+adjustment over a family of paired contrasts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -70,3 +72,59 @@ def paired_ci(a: Sequence[float], b: Sequence[float]) -> PairedDiff | None:
     t, source = t975(len(diffs) - 1)
     half = t * std / math.sqrt(len(diffs))
     return PairedDiff(mean, mean - half, mean + half, len(diffs), source)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A paired comparison a − b over seeds: mean difference, its spread, and a t-test."""
+
+    name: str
+    diffs: tuple[float, ...]
+    mean: float
+    sd: float
+    low: float  # 95% CI
+    high: float
+    p: float
+    p_holm: float = math.nan
+    adj_low: float = math.nan  # CI at the level Holm's step tested this contrast at
+    adj_high: float = math.nan
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def paired_contrast(name: str, a: Sequence[float], b: Sequence[float]) -> Contrast:
+    """Paired t-test of mean(a − b) (scipy's t distribution); needs two or more pairs."""
+    from scipy import stats  # needed for p-values; the study's analysis always has it
+
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"{name}: a paired test needs two or more pairs, got {len(a)}/{len(b)}")
+    diffs = tuple(x - y for x, y in zip(a, b, strict=True))
+    mean, sd = mean_std(diffs)
+    se = sd / math.sqrt(len(diffs))
+    t = float(stats.t.ppf(0.975, len(diffs) - 1))
+    p = 1.0 if se == 0 else float(2 * stats.t.sf(abs(mean) / se, len(diffs) - 1))
+    return Contrast(name, diffs, mean, sd, mean - t * se, mean + t * se, p)
+
+
+def holm(contrasts: Sequence[Contrast], alpha: float = 0.05) -> list[Contrast]:
+    """Holm's step-down adjustment over one family: adjusted p-values (monotone), and each
+    contrast's interval at the level its step tests it (1 − alpha / (m − rank)), which excludes
+    0 exactly when Holm rejects it, as long as the steps before it rejected too."""
+    from scipy import stats
+
+    m = len(contrasts)
+    order = sorted(range(m), key=lambda i: contrasts[i].p)
+    adjusted: dict[int, Contrast] = {}
+    running = 0.0
+    for rank, i in enumerate(order):
+        c = contrasts[i]
+        running = max(running, min(1.0, (m - rank) * c.p))
+        level = alpha / (m - rank)
+        n = len(c.diffs)
+        half = float(stats.t.ppf(1 - level / 2, n - 1)) * c.sd / math.sqrt(n)
+        adjusted[i] = dataclasses.replace(
+            c, p_holm=running, adj_low=c.mean - half, adj_high=c.mean + half
+        )
+    return [adjusted[i] for i in range(m)]

@@ -1,26 +1,24 @@
-import json
 import math
-import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
-from synthetic import make_splits
 from torch import nn
 
-from ecab_tune import checkpoint
-from ecab_tune.compare import build_parser, ecab_options, main
-from ecab_tune.models import ModelConfig
+from ecab_tune.compare import main
 from ecab_tune.profile import count_macs
-from ecab_tune.stats import approx_t975, mean_std, paired_ci
+from ecab_tune.stats import approx_t975, holm, mean_std, paired_ci, paired_contrast
+from ecab_tune.study.runs import RUNS, read_runs
+from ecab_tune.study.spec import load_spec
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(
     not FMNIST.is_dir(),
     reason="Debian's dataset-fashion-mnist is not installed (scripts/setup.sh installs it)",
 )
-PNGS = ("accuracy_vs_params.png", "learning_curves.png", "attention_weights.png")
+PNGS = ("accuracy_vs_params.png", "learning_curves.png", "paired_differences.png")
 
 # Three seeds; differences 0.02, 0.01, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.302653.
 WITH = [0.80, 0.82, 0.85]
@@ -74,92 +72,139 @@ def test_count_macs_matches_the_hand_count_and_leaves_the_model_alone():
     assert model.training and torch.equal(model[1].running_mean, running_mean)
 
 
-# ---------------------------------------------------------------- CLI
+def test_paired_contrast_matches_scipy_and_holm_the_hand_computation():
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88]
+    c = paired_contrast("a − b", a, b)
+    assert c.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert c.mean == pytest.approx(0.016) and c.half_width > 0
+    # Holm on p = (0.01, 0.04, 0.03): sorted 0.01·3 = 0.03, 0.03·2 = 0.06, max(0.06, 0.04·1).
+    family = [
+        c.__class__(str(p), c.diffs, c.mean, c.sd, c.low, c.high, p) for p in (0.01, 0.04, 0.03)
+    ]
+    assert [x.p_holm for x in holm(family)] == pytest.approx([0.03, 0.06, 0.06])
+    first = holm(family)[0]  # tested at alpha / 3: wider than the unadjusted interval
+    assert first.adj_low < first.low and first.adj_high > first.high
+
+
+# ---------------------------------------------------------------- the study file and CLI
+def write_study(folder: Path, **changes) -> Path:
+    study = {
+        "name": "tiny",
+        "model": "resnet8",
+        "width": 0.25,
+        "data": {"dataset": "fashion-mnist", "subset": 300, "val_fraction": 0.2},
+        "train": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0.5},
+        "seeds": 2,
+        "baseline": "none",
+        "focus": "ecab",
+        "arms": {
+            "none": {"attention": "none"},
+            "se": {"attention": "se", "options": {"reduction": 4}},
+            "ecab": {"attention": "ecab", "options": {"fusion": "sum", "layers": "last2"}},
+        },
+        "ablations": {
+            "seeds": 2,
+            "arms": {"ecab-block": {"attention": "ecab", "options": {"layers": "block"}}},
+        },
+        "convergence": {"arm": "none", "seeds": 1, "epochs": 2},
+    }
+    study.update(changes)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+BAD = {"fusion": "sum"}
+
+
 @pytest.mark.parametrize(
-    "argv,words",
+    "changes,argv,words",
     [
-        (["--ecab", "fusion"], "expected KEY=VALUE, got 'fusion'"),
-        (["--variants", "none", "se", "--ecab", "fusion=sum"], "which --variants omits"),
-        (["--variants", "se", "se"], "more than once"),
-        (["--seeds", "0"], "--seeds=0 must be >= 1"),
-        (["--cpus-per-trial", "0"], "--cpus-per-trial=0.0 must be > 0"),
-        (["--ecab-from", "/nonexistent"], "meta.json is missing"),
-        (["--variants", "gate"], "invalid choice"),
+        ({"color": "red"}, [], "unknown key(s) color"),
+        ({"focus": "cbam"}, [], "focus='cbam' is not one of the arms"),
+        (
+            {
+                "ablations": {
+                    "seeds": 1,
+                    "arms": {"x": {"attention": "se", "options": {"fusion": 1}}},
+                }
+            },
+            [],
+            "'se' takes no option 'fusion'",
+        ),
+        ({"train": {"lr": -1}}, [], "lr=-1 is invalid"),
+        ({}, ["--cpus-per-trial", "0"], "--cpus-per-trial=0.0 must be > 0"),
+        ({}, ["--arms", "gate"], "--arms: no arm 'gate'"),
+        ({}, ["--jobs", "0"], "--jobs=0 must be >= 1"),
     ],
 )
-def test_cli_rejects_bad_flags_before_any_work(argv, words, capsys, tmp_path):
+def test_bad_study_files_and_flags_fail_before_any_work(changes, argv, words, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
-        main([*argv, "--out", str(tmp_path)])
+        main([str(write_study(tmp_path, **changes)), *argv, "--out", str(tmp_path / "out")])
     assert exit_.value.code == 2
     assert words in capsys.readouterr().err
+    assert not (tmp_path / "out" / RUNS).exists()
 
 
-def save_searched(folder: Path, attention: str, **options) -> Path:
-    model_cfg = ModelConfig("resnet8", attention, options, width=0.25, num_classes=4, in_chans=1)
-    meta = checkpoint.Meta(model_cfg, make_splits().info)
-    return checkpoint.save(folder, model_cfg.build(), meta)
+def test_the_committed_study_file_is_valid_and_pairs_every_arm():
+    spec = load_spec(Path(__file__).parents[1] / "studies" / "fmnist-resnet20.yaml")
+    assert set(spec.arms) == {"none", "se", "cbam", "eca", "bridge", "bav2", "ecab", "ecab_head"}
+    assert spec.seeds >= 5 and spec.data.val_fraction > 0
+    jobs = spec.jobs()
+    assert len({(j.arm, j.seed, j.epochs) for j in jobs}) == len(jobs)
+    assert jobs[0].group == "convergence" and jobs[0].epochs == 2 * spec.train.epochs
 
 
-def test_ecab_options_come_from_a_searched_checkpoint_and_flags_override(tmp_path):
-    best = save_searched(tmp_path / "best", "ecab", fusion="sum", layers="last2")
-    args = build_parser().parse_args(["--ecab-from", str(best), "--ecab", "layers=all"])
-    assert ecab_options(args) == {"fusion": "sum", "layers": "all"}
-    other = save_searched(tmp_path / "se", "se", reduction=8)
-    with pytest.raises(ValueError, match="uses 'se', not ecab"):
-        ecab_options(build_parser().parse_args(["--ecab-from", str(other)]))
-
-
-@needs_fmnist
-def test_bad_ecab_option_is_caught_before_training(capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        main(["--subset", "300", "--ecab", "fusion=mean", "--out", str(tmp_path)])
-    assert "fusion='mean' is invalid" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- a real study through Ray
 def table_rows(table: str) -> dict[str, list[str]]:
-    rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
+    first = table.split("\n\n## ")[0]
+    rows = [line.strip("|").split("|") for line in first.splitlines() if line.startswith("| ")]
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
 
 @pytest.mark.slow
 @needs_fmnist
-def test_study_end_to_end(local_ray, tmp_path, capsys):
-    out = tmp_path / "study"
-    variants = ["none", "se", "ecab"]
-    code = main(
-        [
-            *("--model", "resnet8", "--width", "0.25", "--subset", "300", "--epochs", "1"),
-            *("--seeds", "2", "--batch-size", "64", "--variants", *variants),
-            *("--ecab", "fusion=sum", "--out", str(out)),
-        ]
-    )
-    assert code == 0
+def test_study_end_to_end_resumes_and_rebuilds_its_report(tmp_path, capsys):
+    study, out = write_study(tmp_path), tmp_path / "out"
+    assert main([str(study), "--out", str(out), "--jobs", "2"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("[compare] ") >= 6 and "(0 left)" in printed
+    assert "9 to train" in printed and "9/9 " in printed
 
-    rows = table_rows((out / "table.md").read_text())
-    assert list(rows) == variants
-    for variant, cells in rows.items():
-        numbers = [float(n) for n in re.findall(r"[-+]?\d+(?:\.\d+)?", " ".join(cells))]
-        assert numbers and all(math.isfinite(n) for n in numbers), (variant, cells)
-        assert cells[2] in (("—",) if variant == "none" else ("yes", "no"))
-
-    raw = json.loads((out / "results.json").read_text())
-    assert {(r["variant"], r["seed"]) for r in raw["runs"]} == {
-        (v, s) for v in variants for s in (0, 1)
+    rows = read_runs(out)
+    assert {(r["arm"], r["seed"], r["epochs"]) for r in rows} == {
+        *((a, s, 1) for a in ("none", "se", "ecab", "ecab-block") for s in (0, 1)),
+        ("none", 0, 2),
     }
-    assert raw["models"]["ecab"]["attention_kwargs"] == {"fusion": "sum"}
-    for run in raw["runs"]:
-        assert 0 <= run["test_acc"] <= 1 and len(run["val_acc"]) == 1
-        assert run["macs"] > 0 and run["latency_ms"] > 0 and run["train_images_per_s"] > 0
-        assert bool(run["attention"]) == (run["variant"] != "none")
-    se = next(r for r in raw["runs"] if r["variant"] == "se")
-    assert all(len(per_image) == 8 for per_image in se["attention"].values())
+    for seed in (0, 1):  # one initial trunk per seed, whatever the arm
+        assert len({r["init_hash"] for r in rows if r["seed"] == seed}) == 1
+    assert rows[0]["init_hash"] != next(r for r in rows if r["seed"] == 1)["init_hash"]
+    for r in rows:
+        assert 0 <= r["test_acc"] <= 1 and len(r["val_acc"]) == r["epochs"]
+        assert r["test_acc"] == r["test_acc_curve"][-1] and r["macs"] > 0
 
+    table = (out / "table.md").read_text()
+    cells = table_rows(table)
+    assert list(cells) == ["none", "se", "ecab"]
+    assert cells["none"][2] == "—" and "Holm" in cells["se"][2] and "p=" in cells["se"][3]
+    assert "## Ablation" in table and "| ecab-block | layers=block | 2 |" in table
+    assert "doubling adds" in table and "one `init_hash` per seed" in table
     for name in PNGS:
-        path = out / name
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert 5_000 < path.stat().st_size < 5_000_000, name
-        with Image.open(path) as image:
+        with Image.open(out / name) as image:
             image.verify()
+
+    # Resume: nothing is trained twice; a lost run (and a torn last line) is trained again.
+    lines = (out / RUNS).read_text().splitlines()
+    (out / RUNS).write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
+    assert main([str(study), "--out", str(out)]) == 0
+    assert "1 to train" in capsys.readouterr().out
+    assert len(read_runs(out)) == 9
+
+    # The report is rebuilt from runs.jsonl alone.
+    (out / "table.md").unlink()
+    assert main([str(study), "--out", str(out), "--report"]) == 0
+    assert (out / "table.md").read_text() == table
+
+    # Rows of another configuration never mix with this study's.
+    with pytest.raises(SystemExit):
+        main([str(study), "--out", str(out), "--epochs", "3"])
+    assert "holds runs of another configuration" in capsys.readouterr().err

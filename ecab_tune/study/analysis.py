@@ -1,0 +1,211 @@
+"""From `runs.jsonl` to the study's answer: the table (mean ± SD, paired Δ with Holm-adjusted
+p-values and intervals), the ablation, the convergence check and the figures."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ecab_tune import plots
+from ecab_tune.stats import Contrast, holm, mean_std, paired_contrast
+from ecab_tune.study.spec import StudySpec
+
+TABLE = "table.md"
+Rows = list[dict[str, Any]]
+
+
+def _by_arm(rows: Rows, group: str, epochs: int) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if r["group"] in (group, "main") and r["epochs"] == epochs:
+            out[r["arm"]][r["seed"]] = r
+    return out
+
+
+def _contrast(name: str, a: dict[int, Any], b: dict[int, Any]) -> Contrast | None:
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    return paired_contrast(
+        name, [a[s]["test_acc"] for s in seeds], [b[s]["test_acc"] for s in seeds]
+    )
+
+
+def main_family(spec: StudySpec, rows: Rows) -> list[Contrast]:
+    """Every arm vs the baseline, and the focus arm vs every other arm: one Holm family."""
+    arms = _by_arm(rows, "main", spec.train.epochs)
+    pairs = [(a, spec.baseline) for a in spec.arms if a != spec.baseline]
+    pairs += [(spec.focus, a) for a in spec.arms if a not in (spec.focus, spec.baseline)]
+    found = [_contrast(f"{a} − {b}", arms.get(a, {}), arms.get(b, {})) for a, b in pairs]
+    return holm([c for c in found if c is not None])
+
+
+def ablation_family(spec: StudySpec, rows: Rows) -> list[Contrast]:
+    arms = _by_arm(rows, "ablation", spec.train.epochs)
+    found = [
+        _contrast(f"{a} − {spec.focus}", arms.get(a, {}), arms.get(spec.focus, {}))
+        for a in spec.ablations
+    ]
+    return holm([c for c in found if c is not None])
+
+
+def _pp(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def _cell(c: Contrast | None) -> str:
+    if c is None:
+        return "—"
+    star = " *" if c.p_holm < 0.05 else ""
+    return (
+        f"{_pp(c.mean)} [{_pp(c.low)}, {_pp(c.high)}] · Holm [{_pp(c.adj_low)}, "
+        f"{_pp(c.adj_high)}] p={c.p_holm:.3f}{star}"
+    )
+
+
+def _summary_rows(
+    arms: dict[str, dict[int, dict[str, Any]]], labels: Sequence[str]
+) -> list[tuple[str, int, str, int, float, float]]:
+    out = []
+    for label in labels:
+        runs = list(arms.get(label, {}).values())
+        if not runs:
+            continue
+        mean, sd = mean_std([r["test_acc"] for r in runs])
+        acc = f"{100 * mean:.2f} ± {100 * sd:.2f}" if len(runs) > 1 else f"{100 * mean:.2f}"
+        out.append(
+            (
+                label,
+                len(runs),
+                acc,
+                runs[0]["params"],
+                runs[0]["macs"] / 1e6,
+                statistics.fmean(r["seconds"] for r in runs),
+            )
+        )
+    return out
+
+
+def format_report(spec: StudySpec, rows: Rows) -> str:
+    """The Markdown the README's study section is rebuilt from."""
+    arms = _by_arm(rows, "main", spec.train.epochs)
+    family = {c.name: c for c in main_family(spec, rows)}
+    lines = [
+        f"# Study `{spec.name}`: {spec.model} on {spec.data.dataset}, "
+        f"{spec.train.epochs} epochs, seeds 0–{spec.seeds - 1}",
+        "",
+        f"| arm | n | test acc % (mean ± SD) | Δ vs {spec.baseline}, points [95% CI] · "
+        f"Holm-adjusted | Δ {spec.focus} − arm · Holm-adjusted | params | MACs (M) | s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, n, acc, params, macs, secs in _summary_rows(arms, list(spec.arms)):
+        vs_base = family.get(f"{label} − {spec.baseline}")
+        vs_focus = family.get(f"{spec.focus} − {label}")
+        if label == spec.focus:
+            vs_focus = None
+        lines.append(
+            f"| {label} | {n} | {acc} | {_cell(vs_base)} | {_cell(vs_focus)} | {params:,} "
+            f"| {macs:.2f} | {secs:.0f} |"
+        )
+    m = len(family)
+    lines += [
+        "",
+        f"SD: standard deviation over seeds. Δ: mean of the per-seed paired differences in test "
+        f"accuracy (same seed: same initial trunk weights, data order and augmentation); "
+        f"[95% CI] from a paired t-test; Holm: the {m} contrasts of this table form one family, "
+        "p-values Holm-adjusted, the interval at the level Holm's step tested that contrast "
+        "(* : p_Holm < 0.05).",
+    ]
+    hashes = defaultdict(set)
+    for r in rows:
+        if r["epochs"] == spec.train.epochs:
+            hashes[r["seed"]].add(r["init_hash"])
+    shared = all(len(h) == 1 for h in hashes.values())
+    pairing = "one `init_hash` per seed across all arms" if shared else "NOT shared (check init)"
+    lines.append(f"Initial trunk weights: {pairing}.")
+    lines += _ablation_lines(spec, rows) + _convergence_lines(spec, rows) + _cost_lines(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _ablation_lines(spec: StudySpec, rows: Rows) -> list[str]:
+    if not spec.ablations:
+        return []
+    arms = _by_arm(rows, "ablation", spec.train.epochs)
+    family = {c.name: c for c in ablation_family(spec, rows)}
+    seeds = range(spec.ablation_seeds)
+    focus = {s: r for s, r in arms.get(spec.focus, {}).items() if s in seeds}
+    lines = [
+        "",
+        f"## Ablation (seeds 0–{spec.ablation_seeds - 1}; Δ paired with `{spec.focus}`, "
+        "Holm over this table)",
+        "",
+        "| arm | options | n | test acc % | Δ arm − " + spec.focus + " · Holm-adjusted |",
+        "|---|---|---|---|---|",
+    ]
+    for label in [spec.focus, *spec.ablations]:
+        runs = focus if label == spec.focus else arms.get(label, {})
+        if not runs:
+            continue
+        mean, sd = mean_std([r["test_acc"] for r in runs.values()])
+        options = ", ".join(f"{k}={v}" for k, v in spec.all_arms()[label].options.items())
+        acc = f"{100 * mean:.2f} ± {100 * sd:.2f}" if len(runs) > 1 else f"{100 * mean:.2f}"
+        cell = "—" if label == spec.focus else _cell(family.get(f"{label} − {spec.focus}"))
+        lines.append(f"| {label} | {options or '(defaults)'} | {len(runs)} | {acc} | {cell} |")
+    return lines
+
+
+def _convergence_lines(spec: StudySpec, rows: Rows) -> list[str]:
+    long = [r for r in rows if r["group"] == "convergence"]
+    base = _by_arm(rows, "main", spec.train.epochs).get(spec.convergence_arm or "", {})
+    out = []
+    for r in long:
+        if r["seed"] in base:
+            short = base[r["seed"]]["test_acc"]
+            out.append(
+                f"Convergence: `{r['arm']}` seed {r['seed']}: {spec.train.epochs} epochs "
+                f"{100 * short:.2f} %, {r['epochs']} epochs {100 * r['test_acc']:.2f} % "
+                f"(doubling adds {100 * (r['test_acc'] - short):+.2f} points)."
+            )
+    return ["", *out] if out else []
+
+
+def _cost_lines(rows: Rows) -> list[str]:
+    by_device: dict[str, float] = defaultdict(float)
+    for r in rows:
+        by_device[r["device"]] += r["seconds"]
+    parts = [f"{secs / 3600:.2f} h on {dev}" for dev, secs in sorted(by_device.items())]
+    return ["", f"Compute: {len(rows)} runs, {'; '.join(parts)} (summed over runs)."]
+
+
+def write_figures(spec: StudySpec, rows: Rows, out: Path) -> list[Path]:
+    arms = _by_arm(rows, "main", spec.train.epochs)
+    points, curves = {}, {}
+    for label in spec.arms:
+        runs = list(arms.get(label, {}).values())
+        if not runs:
+            continue
+        mean, sd = mean_std([r["test_acc"] for r in runs])
+        points[label] = (runs[0]["params"], mean, sd)
+        curves[label] = [
+            statistics.fmean(r["val_acc"][e] for r in runs if len(r["val_acc"]) > e)
+            for e in range(max(len(r["val_acc"]) for r in runs))
+        ]
+    figures = []
+    if points:
+        figures.append(plots.accuracy_vs_params(points, out / "accuracy_vs_params.png"))
+        figures.append(plots.learning_curves(curves, out / "learning_curves.png"))
+    family = main_family(spec, rows)
+    if family:
+        figures.append(plots.paired_differences(family, out / "paired_differences.png"))
+    return figures
+
+
+def write_report(spec: StudySpec, rows: Rows, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    text = format_report(spec, rows)
+    (out / TABLE).write_text(text)
+    write_figures(spec, rows, out)
+    return text

@@ -1,0 +1,143 @@
+"""Train the study's missing runs: local worker processes (one machine, CPU or GPUs) or Ray
+tasks (a cluster); each finished run becomes a line of `runs.jsonl` at once."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import multiprocessing
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecab_tune.device import resolve_device
+from ecab_tune.engine import Trainer
+from ecab_tune.models import init_hash
+from ecab_tune.profile import count_macs
+from ecab_tune.study.runs import append_run, finished, read_runs, row_id
+from ecab_tune.study.spec import Job, StudySpec
+from ecab_tune.train import load_data
+
+DATA_SEED = 0  # one validation draw shared by every run: seeds vary init and order only
+
+
+def run_job(spec: StudySpec, job: Job, device: str, threads: int) -> dict[str, Any]:
+    """Train one arm at one seed; evaluate validation and test after every epoch (test only
+    to draw curves: nothing here selects on it)."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    target = resolve_device(device)
+    data = load_data(spec.data, DATA_SEED)
+    info = data.info
+    model_cfg = spec.model_config(job.arm, len(info.classes), info.channels)
+    model = model_cfg.build(seed=job.seed)
+    first_hash = init_hash(model)
+    train_cfg = dataclasses.replace(spec.train, epochs=job.epochs, seed=job.seed)
+    trainer = Trainer(model, data, train_cfg, target)
+    test_curve: list[tuple[float, float]] = []  # (loss, accuracy) after each epoch
+
+    def on_epoch(_: Any) -> None:
+        test_curve.append(trainer.evaluate(trainer.splits.test))
+
+    fit = trainer.fit(on_epoch)
+    test_loss, test_acc = test_curve[-1]  # the final model's: nothing picks an epoch
+    arm = spec.all_arms()[job.arm]
+    return {
+        "study": spec.name,
+        "run_key": spec.run_key(job),
+        "arm": job.arm,
+        "group": job.group,
+        "attention": arm.attention,
+        "options": arm.options,
+        "seed": job.seed,
+        "epochs": job.epochs,
+        "status": fit.status,
+        "init_hash": first_hash,
+        "val_acc": [e.val_acc for e in fit.history],
+        "test_acc_curve": [acc for _, acc in test_curve],
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "macs": count_macs(trainer.model, (info.channels, info.height, info.width)),
+        "images_per_s": statistics.fmean(e.images_per_s for e in fit.history),
+        "seconds": round(time.perf_counter() - start, 1),
+        "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
+        "precision": trainer.precision,
+        "torch": torch.__version__,
+    }
+
+
+def pending_jobs(spec: StudySpec, out: Path) -> list[Job]:
+    """The study's runs not yet in `out/runs.jsonl`; refuses a file made by another study."""
+    rows = read_runs(out)
+    keys = {spec.run_key(j) for j in spec.jobs()}
+    foreign = [r for r in rows if r.get("run_key") not in keys]
+    if foreign:
+        r = foreign[0]
+        raise ValueError(
+            f"{out}/runs.jsonl holds runs of another configuration ({r.get('arm')} seed "
+            f"{r.get('seed')}: different recipe, data, options or epochs): use another --out"
+        )
+    done = finished(rows)
+    return [j for j in spec.jobs() if row_id(j.arm, j.seed, j.epochs) not in done]
+
+
+def _announce(row: dict[str, Any], done: int, total: int, start: float) -> None:
+    elapsed = time.perf_counter() - start
+    eta = elapsed / done * (total - done)
+    print(
+        f"[study] {done}/{total} {row['arm']:<14} seed {row['seed']} ({row['epochs']} ep): "
+        f"test {row['test_acc']:.2%}  val {row['val_acc'][-1]:.2%}  {row['seconds']:.0f}s  "
+        f"{row['status']}  on {row['device']}  (elapsed {elapsed / 60:.0f} min, "
+        f"~{eta / 60:.0f} min left)",
+        flush=True,
+    )
+
+
+def run_local(spec: StudySpec, jobs: list[Job], out: Path, workers: int, device: str) -> None:
+    """`workers` processes on this machine, each on one device (round-robin over GPUs)."""
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    devices = [f"cuda:{i % gpus}" for i in range(len(jobs))] if gpus else [device] * len(jobs)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    start = time.perf_counter()
+    # spawn: a forked child of a process that touched CUDA cannot use it.
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {
+            pool.submit(run_job, spec, job, dev, threads): job
+            for job, dev in zip(jobs, devices, strict=True)
+        }
+        for done, future in enumerate(cf.as_completed(futures), 1):
+            row = future.result()
+            append_run(out, row)
+            _announce(row, done, len(jobs), start)
+
+
+def run_ray(
+    spec: StudySpec, jobs: list[Job], out: Path, address: str | None, cpus: float, gpus: float
+) -> None:
+    """One Ray task per run; a task that reserved a GPU trains on it (Ray sets which)."""
+    import ray
+
+    from ecab_tune.cluster import start_ray
+
+    start_ray(address, dashboard=False, tag="study")
+    available = ray.cluster_resources()
+    for flag, key, need in (("--cpus-per-trial", "CPU", cpus), ("--gpus-per-trial", "GPU", gpus)):
+        if need > available.get(key, 0):  # the task could never be scheduled: fail, don't hang
+            raise ValueError(f"{flag}={need} but the Ray cluster has {available.get(key, 0)} {key}")
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_job)
+    device = "cuda" if gpus > 0 else "cpu"
+    pending = {task.remote(spec, job, device, max(1, int(cpus))): job for job in jobs}
+    start, done = time.perf_counter(), 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        pending.pop(ready[0])
+        row = ray.get(ready[0])
+        append_run(out, row)
+        done += 1
+        _announce(row, done, len(jobs), start)
