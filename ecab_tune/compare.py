@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ecab_tune.cluster import check_resources
 from ecab_tune.data import DatasetNotFoundError
-from ecab_tune.device import DeviceError
+from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.study.analysis import write_report
 from ecab_tune.study.runner import pending_jobs, run_local, run_ray
 from ecab_tune.study.runs import read_runs
@@ -72,6 +72,8 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         )
     if args.jobs < 1:
         raise ValueError(f"--jobs={args.jobs} must be >= 1")
+    if not args.address:
+        resolve_device(args.device)  # here, in one line, not in every worker
     check_resources(args.cpus_per_trial, args.gpus_per_trial)
     return spec, Path(args.out or f"benchmarks/results/{spec.name}")
 

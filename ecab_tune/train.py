@@ -17,7 +17,7 @@ import yaml
 from ecab_tune import checkpoint
 from ecab_tune.config import DataConfig, TrainConfig, add_arguments, from_args, to_dict
 from ecab_tune.data import DatasetNotFoundError, Splits, load_dataset
-from ecab_tune.device import resolve_device
+from ecab_tune.device import choose_precision, resolve_device
 from ecab_tune.engine import FitResult, Trainer
 from ecab_tune.models import ModelConfig, list_attentions, list_models
 
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
         device = resolve_device(args.device)
+        choose_precision(device, train_cfg.precision)  # a bad pairing fails here, in one line
         splits = load_data(data_cfg, train_cfg.seed)
         model_cfg = ModelConfig(
             args.model,

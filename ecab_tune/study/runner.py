@@ -117,6 +117,18 @@ def run_local(spec: StudySpec, jobs: list[Job], out: Path, workers: int, device:
             _announce(row, done, len(jobs), start)
 
 
+def task_device() -> torch.device:
+    """Inside a Ray task: the GPU Ray assigned it (Ray narrows CUDA_VISIBLE_DEVICES to it),
+    else the CPU, even where GPUs are visible: an unreserved GPU is another task's."""
+    import ray
+
+    return torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
+
+
+def _ray_job(spec: StudySpec, job: Job, threads: int) -> dict[str, Any]:
+    return run_job(spec, job, str(task_device()), threads)
+
+
 def run_ray(
     spec: StudySpec, jobs: list[Job], out: Path, address: str | None, cpus: float, gpus: float
 ) -> None:
@@ -130,9 +142,8 @@ def run_ray(
     for flag, key, need in (("--cpus-per-trial", "CPU", cpus), ("--gpus-per-trial", "GPU", gpus)):
         if need > available.get(key, 0):  # the task could never be scheduled: fail, don't hang
             raise ValueError(f"{flag}={need} but the Ray cluster has {available.get(key, 0)} {key}")
-    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_job)
-    device = "cuda" if gpus > 0 else "cpu"
-    pending = {task.remote(spec, job, device, max(1, int(cpus))): job for job in jobs}
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ray_job)
+    pending = {task.remote(spec, job, max(1, int(cpus))): job for job in jobs}
     start, done = time.perf_counter(), 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
