@@ -43,9 +43,25 @@ ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION = DataInfo(
     name="fashion-mnist",
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-             "Sneaker", "Bag", "Ankle boot"),
-    channels=1, height=28, width=28, mean=(0.2860,), std=(0.3530,), crop_padding=2, flip=True,
+    classes=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    channels=1,
+    height=28,
+    width=28,
+    mean=(0.2860,),
+    std=(0.3530,),
+    crop_padding=2,
+    flip=True,
 )
 
 
@@ -77,10 +93,12 @@ def model_only(folder: Path, pngs: list[bytes], batch: int, repeats: int) -> tup
     """(median batch-1 forward latency in s, forward throughput at `batch` in images/s)."""
     model, meta = checkpoint.load_model(folder)
     d = meta.data
-    uint8 = torch.stack([
-        image_to_uint8(Image.open(io.BytesIO(p)), d.channels, size=(d.height, d.width))
-        for p in pngs
-    ])
+    uint8 = torch.stack(
+        [
+            image_to_uint8(Image.open(io.BytesIO(p)), d.channels, size=(d.height, d.width))
+            for p in pngs
+        ]
+    )
     big = uint8.repeat((batch + len(uint8) - 1) // len(uint8), 1, 1, 1)[:batch]
     with torch.inference_mode():
         for _ in range(10):
@@ -107,8 +125,18 @@ def free_port() -> int:
 
 
 def start_server(model: str | Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "serve", "--model", str(model), "--port", str(port),
-           "--log-level", "warning", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "ECAB_SERVE_TOKEN"}  # /predict open
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.monotonic() + 120
@@ -168,8 +196,12 @@ async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> 
         latencies, errors, wall = await run(requests)
         errors += warm_errors
     qs = np.quantile(latencies, [0.5, 0.99])
-    return {"p50": float(qs[0]), "p99": float(qs[1]), "throughput": requests / wall,
-            "errors": errors}
+    return {
+        "p50": float(qs[0]),
+        "p99": float(qs[1]),
+        "throughput": requests / wall,
+        "errors": errors,
+    }
 
 
 WRK_SCRIPT = """local f = io.open(%r, "rb"); wrk.body = f:read("*all"); f:close()
@@ -184,14 +216,26 @@ def load_wrk(url: str, png: bytes, concurrency: int, seconds: int, tmp: Path) ->
     """The same request from wrk (C, one thread): a load generator that leaves the server
     its cores, where the Python client spends as much CPU per request as the server does."""
     boundary = "ecab-benchmark-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-            f"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+        f'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
     (tmp / "body").write_bytes(body + png + f"\r\n--{boundary}--\r\n".encode())
     (tmp / "post.lua").write_text(WRK_SCRIPT % (str(tmp / "body"), boundary))
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s",
-         str(tmp / "post.lua"), f"{url}/predict"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(tmp / "post.lua"),
+            f"{url}/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     latency = {int(q): float(v) * _UNIT[u] for q, v, u in _WRK_LATENCY.findall(out)}
     # "Socket errors: connect 0, read 0, write 0, timeout 0" and "Non-2xx or 3xx responses: N"
@@ -201,14 +245,18 @@ def load_wrk(url: str, png: bytes, concurrency: int, seconds: int, tmp: Path) ->
         if line.strip().startswith(("Socket errors:", "Non-2xx"))
         for n in re.findall(r"\d+", line.split(":", 1)[1])
     )
-    return {"p50": latency[50], "p99": latency[99],
-            "throughput": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
-            "errors": errors}
+    return {
+        "p50": latency[50],
+        "p99": latency[99],
+        "throughput": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+        "errors": errors,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", help="checkpoint or experiment folder (default: random weights)")
     p.add_argument("--arch", default="resnet20")
     p.add_argument("--attention", default="bridge")
@@ -216,13 +264,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=200, help="model-only timing repeats")
-    p.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto",
-                   help="load generator: wrk (Debian's; auto uses it when installed) or httpx")
+    p.add_argument(
+        "--client",
+        choices=("auto", "wrk", "httpx"),
+        default="auto",
+        help="load generator: wrk (Debian's; auto uses it when installed) or httpx",
+    )
     p.add_argument("--seconds", type=int, default=10, help="wrk: seconds per concurrency")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="server processes (default: one per core; see README, Serving)")
-    p.add_argument("--server-arg", action="append", default=[],
-                   help="extra `python -m serve` flag (repeatable), e.g. --server-arg=--threads=2")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server processes (default: one per core; see README, Serving)",
+    )
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra `python -m serve` flag (repeatable), e.g. --server-arg=--threads=2",
+    )
     args = p.parse_args(argv)
     server_args = ["--workers", str(args.workers), *args.server_arg]
 
@@ -242,15 +302,20 @@ def main(argv: list[str] | None = None) -> int:
             settings, _ = parse_args(["--model", str(model), *server_args])
             torch.set_num_threads(settings.inference_threads())
             one, batch_tp = model_only(folder, pngs, args.max_batch, args.repeats)
-            print(f"model: {meta.model.name} + {meta.model.attention}, input "
-                  f"{d.channels}×{d.height}×{d.width}; server: {settings.workers} worker(s) × "
-                  f"{torch.get_num_threads()} torch thread(s); {os.cpu_count()} CPUs")
-            print(f"model-only: batch-1 latency {one * 1e3:.2f} ms ({1 / one:.0f} img/s); "
-                  f"batch-{args.max_batch} throughput {batch_tp:.0f} img/s")
+            print(
+                f"model: {meta.model.name} + {meta.model.attention}, input "
+                f"{d.channels}×{d.height}×{d.width}; server: {settings.workers} worker(s) × "
+                f"{torch.get_num_threads()} torch thread(s); {os.cpu_count()} CPUs"
+            )
+            print(
+                f"model-only: batch-1 latency {one * 1e3:.2f} ms ({1 / one:.0f} img/s); "
+                f"batch-{args.max_batch} throughput {batch_tp:.0f} img/s"
+            )
             wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
             print(f"load generator: {'wrk' if wrk else 'httpx (Python, async)'}")
             results = {
-                c: load_wrk(url, pngs[0], c, args.seconds, Path(tmp)) if wrk
+                c: load_wrk(url, pngs[0], c, args.seconds, Path(tmp))
+                if wrk
                 else asyncio.run(load(url, pngs, c, args.requests))
                 for c in args.concurrency
             }
@@ -265,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     header = ("clients", "p50 ms", "p99 ms", "req/s", "errors")
     print("\n" + " ".join(f"{h:>9}" for h in header))
     for c, r in results.items():
-        print(f"{c:>9} {r['p50'] * 1e3:>9.2f} {r['p99'] * 1e3:>9.2f} "
-              f"{r['throughput']:>9.0f} {r['errors']:>9}")
+        print(
+            f"{c:>9} {r['p50'] * 1e3:>9.2f} {r['p99'] * 1e3:>9.2f} "
+            f"{r['throughput']:>9.0f} {r['errors']:>9}"
+        )
     ok = True
     lo, hi = min(results), max(results)
     ratio = results[lo]["p50"] / one
@@ -275,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     if hi != lo:
         gain = results[hi]["throughput"] / results[lo]["throughput"]
         print(f"throughput at {hi} clients / at {lo}: {gain:.2f}× (target ≥ 3×)")
-        print(f"throughput at {hi} clients / model-only batch-{args.max_batch}: "
-              f"{results[hi]['throughput'] / batch_tp:.2f}×")
+        print(
+            f"throughput at {hi} clients / model-only batch-{args.max_batch}: "
+            f"{results[hi]['throughput'] / batch_tp:.2f}×"
+        )
         ok &= gain >= 3
     errors = sum(r["errors"] for r in results.values())
     print(f"errors: {errors} (target 0); targets {'met' if ok and not errors else 'MISSED'}")

@@ -1,7 +1,16 @@
-"""Small, learnable in-memory datasets for tests: class k brightens a class-specific patch."""
+"""Small, learnable in-memory datasets for tests (class k brightens a class-specific patch), and
+CIFAR-10 files in torchvision's format (CIFAR-10 itself cannot be fetched here).
+
+    python tests/synthetic.py --cifar10 DIR [--per-batch N]   (used by scripts/gpu_check.sh)
+"""
 
 from __future__ import annotations
 
+import argparse
+import pickle
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from ecab_tune.data import DataInfo, Split, Splits
@@ -43,3 +52,30 @@ def make_splits(
         test=make_split(n_test, classes, channels, size, 2),
         info=info,
     )
+
+
+def write_cifar10(root: Path, per_batch: int = 10, n_test: int = 20) -> dict[str, np.ndarray]:
+    """torchvision's CIFAR-10 folder: Python-2-style bytes keys, protocol-2 pickles."""
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(10)
+    written: dict[str, np.ndarray] = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        n = n_test if name == "test_batch" else per_batch
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [i % 10 for i in range(n)]
+        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        written[name] = data
+    meta = {b"label_names": [f"class{k}" for k in range(10)], b"num_cases_per_batch": per_batch}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return written
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="write CIFAR-10-format files of random images")
+    parser.add_argument("--cifar10", type=Path, required=True, help="folder to write into")
+    parser.add_argument("--per-batch", type=int, default=400, help="images per training batch")
+    args = parser.parse_args()
+    write_cifar10(args.cifar10, args.per_batch, n_test=args.per_batch)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.datasets
 from PIL import Image
+from synthetic import write_cifar10
 
 from ecab_tune.data import (
     DataInfo,
@@ -41,25 +42,6 @@ def _rng(seed: int = 0) -> np.random.Generator:
 
 
 # --- files in the published formats -------------------------------------------------------
-
-
-def _write_cifar10(root: Path, per_batch: int = 10, n_test: int = 20) -> dict[str, np.ndarray]:
-    """torchvision's CIFAR-10 folder: Python-2-style bytes keys, protocol-2 pickles."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = _rng(10)
-    written: dict[str, np.ndarray] = {}
-    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-        n = n_test if name == "test_batch" else per_batch
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = [i % 10 for i in range(n)]
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-        written[name] = data
-    meta = {b"label_names": [f"class{k}" for k in range(10)], b"num_cases_per_batch": per_batch}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    return written
 
 
 def _write_cifar100(root: Path, per_class: int = 2) -> None:
@@ -122,7 +104,7 @@ def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cifar10_folder_loads_in_file_order(tmp_path: Path, no_downloads: None) -> None:
-    written = _write_cifar10(tmp_path)
+    written = write_cifar10(tmp_path)
     splits = load_dataset("cifar10", root=tmp_path, val_fraction=0)
     assert splits.val is None
     assert splits.info.classes == tuple(f"class{k}" for k in range(10))
@@ -138,7 +120,7 @@ def test_cifar10_folder_loads_in_file_order(tmp_path: Path, no_downloads: None) 
 
 
 def test_cifar10_subset_and_validation_are_stratified(tmp_path: Path, no_downloads: None) -> None:
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     splits = load_dataset("cifar10", root=tmp_path, subset=40, val_fraction=0.25, seed=1)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (30, 10, 20)
     assert splits.val.labels.bincount(minlength=10).tolist() == [1] * 10
@@ -169,7 +151,7 @@ class _TouchOnLoad:
 def test_crafted_cifar_pickle_is_refused_without_running_code(
     tmp_path: Path, no_downloads: None
 ) -> None:
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     marker = tmp_path / "pwned"
     evil = {b"data": _TouchOnLoad(marker), b"labels": [0]}
     path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
@@ -332,7 +314,7 @@ def test_unknown_dataset_lists_the_allowed_names() -> None:
 
 
 def test_subset_larger_than_train_is_refused(tmp_path: Path, no_downloads: None) -> None:
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     with pytest.raises(ValueError, match=r"subset=51 .* 50 training images"):
         load_dataset("cifar10", root=tmp_path, subset=51)
 

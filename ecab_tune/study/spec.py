@@ -110,7 +110,10 @@ class StudySpec:
             "width": self.width,
             "attention": arm.attention,
             "options": arm.options,
-            "data": to_dict(self.data),
+            # Where the files lie is no part of the run: a study moves between machines.
+            "data": {
+                k: v for k, v in to_dict(self.data).items() if k not in ("data_dir", "download")
+            },
             "train": to_dict(train),
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
