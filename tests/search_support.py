@@ -48,8 +48,19 @@ def trial_results(exp_dir: Path) -> dict[str, list[dict]]:
 
 def search_command(space: Path, storage: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "ecab_tune.search", "--space", str(space), "--name", "exp",
-        "--storage", str(storage), "--subset", "600", "--no-dashboard", *extra,
+        sys.executable,
+        "-m",
+        "ecab_tune.search",
+        "--space",
+        str(space),
+        "--name",
+        "exp",
+        "--storage",
+        str(storage),
+        "--subset",
+        "600",
+        "--no-dashboard",
+        *extra,
     ]
 
 
@@ -57,7 +68,10 @@ def kill_driver_then_resume(args: list[str], exp: Path, epochs: int, finished: i
     """Kill the driver once `finished` trials are done; `--resume` must finish the rest without
     re-running them."""
     driver = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        args,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 240

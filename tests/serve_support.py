@@ -25,27 +25,70 @@ from ecab_tune.models import ModelConfig, capture_attention
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
-FASHION = DataInfo(name="fashion-mnist", classes=FASHION_CLASSES, channels=1, height=28, width=28,
-                   mean=(0.2860,), std=(0.3530,), crop_padding=2, flip=True)
-RGB32 = DataInfo(name="rgb32", classes=tuple(f"class{k}" for k in range(10)), channels=3,
-                 height=32, width=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                 crop_padding=4, flip=True)
+FASHION = DataInfo(
+    name="fashion-mnist",
+    classes=FASHION_CLASSES,
+    channels=1,
+    height=28,
+    width=28,
+    mean=(0.2860,),
+    std=(0.3530,),
+    crop_padding=2,
+    flip=True,
+)
+RGB32 = DataInfo(
+    name="rgb32",
+    classes=tuple(f"class{k}" for k in range(10)),
+    channels=3,
+    height=32,
+    width=32,
+    mean=(0.49, 0.48, 0.45),
+    std=(0.25, 0.24, 0.26),
+    crop_padding=4,
+    flip=True,
+)
 
 
-def make_checkpoint(folder: Path, attention: str = "cbam", data: DataInfo = FASHION,
-                    arch: str = "resnet8", width: float = 0.25, seed: int = 0,
-                    attention_kwargs: dict[str, Any] | None = None) -> Path:
+def make_checkpoint(
+    folder: Path,
+    attention: str = "cbam",
+    data: DataInfo = FASHION,
+    arch: str = "resnet8",
+    width: float = 0.25,
+    seed: int = 0,
+    attention_kwargs: dict[str, Any] | None = None,
+) -> Path:
     """A tiny random-weight model saved in the one checkpoint format, with search metadata."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch, attention, attention_kwargs or {}, width=width,
-                      num_classes=len(data.classes), in_chans=data.channels)
+    cfg = ModelConfig(
+        arch,
+        attention,
+        attention_kwargs or {},
+        width=width,
+        num_classes=len(data.classes),
+        in_chans=data.channels,
+    )
     model = cfg.build().eval()
     _randomise_batchnorm(model, seed)
-    meta = Meta(cfg, data, metrics={"val_acc": 0.5, "test_acc": 0.25, "seed": seed},
-                extra={"space": "test", "params": {"lr": 0.1, "attention": attention}})
+    meta = Meta(
+        cfg,
+        data,
+        metrics={"val_acc": 0.5, "test_acc": 0.25, "seed": seed},
+        extra={"space": "test", "params": {"lr": 0.1, "attention": attention}},
+    )
     return checkpoint.save(folder, model, meta)
 
 
@@ -95,14 +138,33 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-           timeout: float = 60.0) -> Iterator[str]:
+def server(
+    model: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    timeout: float = 60.0,
+) -> Iterator[str]:
     """`python -m serve` on a free loopback port; yields its base URL; always stops it."""
     port = free_port()
-    cmd = [sys.executable, "-m", "serve", "--model", str(model), "--port", str(port),
-           "--log-level", "warning", *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -45,18 +45,30 @@ def test_worker_node_dies_mid_search_and_trials_move_to_the_head(cluster, tmp_pa
     space.write_text(LONG)
     exp = tmp_path / "exp"
     args = search_command(
-        space, tmp_path, "--address", cluster_.address, "--scheduler", "fifo",
-        "--max-concurrent", "2",
+        space,
+        tmp_path,
+        "--address",
+        cluster_.address,
+        "--scheduler",
+        "fifo",
+        "--max-concurrent",
+        "2",
     )
     log = tmp_path / "driver.log"  # a file, not a pipe: nobody reads a pipe while we wait
     with log.open("wb") as sink:
-        driver = subprocess.Popen(args, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        driver = subprocess.Popen(
+            args,
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # a trial with a checkpoint, running on the worker
             on_worker = {
-                t: rows for t, rows in trial_results(exp).items()
+                t: rows
+                for t, rows in trial_results(exp).items()
                 if rows[-1]["node_id"] == worker.node_id and rows[-1]["training_iteration"] < 6
             }
             if on_worker:
@@ -89,8 +101,14 @@ def test_killed_driver_resumes_on_the_cluster(cluster, tmp_path: Path):
     space = tmp_path / "tiny.yaml"
     space.write_text(SPACE.replace("num_samples: 6", "num_samples: 4"))
     args = search_command(
-        space, tmp_path, "--address", cluster_.address, "--scheduler", "fifo",
-        "--max-concurrent", "2",
+        space,
+        tmp_path,
+        "--address",
+        cluster_.address,
+        "--scheduler",
+        "fifo",
+        "--max-concurrent",
+        "2",
     )
     kill_driver_then_resume(args, tmp_path / "exp", epochs=3)
     assert len(trial_results(tmp_path / "exp")) == 4

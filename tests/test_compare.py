@@ -208,3 +208,29 @@ def test_study_end_to_end_resumes_and_rebuilds_its_report(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(study), "--out", str(out), "--epochs", "3"])
     assert "holds runs of another configuration" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch, capsys):
+    from ecab_tune.study import runner
+    from ecab_tune.study.spec import Job
+
+    spec = load_spec(write_study(tmp_path)).overridden(epochs=2)
+    job = Job("ecab", 0, 2, "main")
+    straight = runner.run_job(spec, job, "cpu", 1, tmp_path / "straight")
+
+    real_save = runner.save_trainer
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
+
+    monkeypatch.setattr(runner, "save_trainer", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
+    monkeypatch.setattr(runner, "save_trainer", real_save)
+    resumed = runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
+    assert "resuming at epoch 1" in capsys.readouterr().out
+    for key in ("val_acc", "test_acc_curve", "test_acc", "init_hash"):
+        assert resumed[key] == straight[key], key

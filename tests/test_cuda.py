@@ -125,10 +125,11 @@ def test_a_study_run_trains_on_the_gpu_and_says_so():
 @pytest.mark.skipif(importlib.util.find_spec("fastapi") is None, reason="serve not installed")
 def test_serve_on_cuda_returns_predictions_and_attention(tmp_path):
     import httpx
-    from serve_support import encode, fashion_test_images, make_checkpoint, server
+    import numpy as np
+    from serve_support import encode, make_checkpoint, server
 
     folder = make_checkpoint(tmp_path / "m", attention="ecab")
-    image, _ = fashion_test_images(1)[0]
+    image = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     with server(folder, args=("--device", "cuda")) as url:
         files = {"files": ("a.png", encode(image), "image/png")}
         reply = httpx.post(f"{url}/predict", files=files, timeout=30)

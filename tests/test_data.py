@@ -51,11 +51,16 @@ def _write_cifar100(root: Path, per_class: int = 2) -> None:
     rng = _rng(100)
     for name, n in (("train", 100 * per_class), ("test", 100)):
         fine = [i % 100 for i in range(n)]
-        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": fine,
-                 "coarse_labels": [k // 5 for k in fine]}
+        batch = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": fine,
+            "coarse_labels": [k // 5 for k in fine],
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=5))
-    meta = {"fine_label_names": [f"fine{k}".encode() for k in range(100)],
-            "coarse_label_names": [f"coarse{k}".encode() for k in range(20)]}
+    meta = {
+        "fine_label_names": [f"fine{k}".encode() for k in range(100)],
+        "coarse_label_names": [f"coarse{k}".encode() for k in range(20)],
+    }
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=5))
 
 
@@ -114,8 +119,9 @@ def test_cifar10_folder_loads_in_file_order(tmp_path: Path, no_downloads: None) 
     assert splits.train.images.dtype == torch.uint8 and splits.train.labels.dtype == torch.int64
     assert torch.equal(splits.train.images, torch.from_numpy(train_rows).view(50, 3, 32, 32))
     # A row is the red plane, then green, then blue.
-    assert torch.equal(splits.test.images[3, 1].flatten(),
-                       torch.from_numpy(written["test_batch"][3, 1024:2048]))
+    assert torch.equal(
+        splits.test.images[3, 1].flatten(), torch.from_numpy(written["test_batch"][3, 1024:2048])
+    )
     assert splits.test.labels.tolist() == [i % 10 for i in range(20)]
 
 
@@ -179,8 +185,9 @@ def test_fashion_mnist_idx_files_in_torchvision_layout(
     splits = load_dataset("fashion-mnist", root=tmp_path, val_fraction=0)
     assert splits.info.classes[0] == "T-shirt/top" and len(splits.info.classes) == 10
     assert (splits.info.channels, splits.info.height, splits.info.width) == (1, 28, 28)
-    assert torch.equal(splits.train.images[:, 0],
-                       torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+    assert torch.equal(
+        splits.train.images[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"])
+    )
     assert torch.equal(splits.test.labels, torch.arange(20) % 10)
     held = load_dataset("fashion-mnist", root=tmp_path, val_fraction=0.25)
     assert (len(held.train), len(held.val), len(held.test)) == (30, 10, 20)
@@ -360,8 +367,13 @@ def test_batch_crop_and_flip_equal_per_image_reference() -> None:
 
 def _id_split(n: int, info: DataInfo) -> Split:
     """Labels are the image indices, so batches say which images they hold."""
-    images = torch.randint(0, 256, (n, info.channels, info.height, info.width),
-                           dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+    images = torch.randint(
+        0,
+        256,
+        (n, info.channels, info.height, info.width),
+        dtype=torch.uint8,
+        generator=torch.Generator().manual_seed(n),
+    )
     return Split(images, torch.arange(n))
 
 
@@ -391,7 +403,8 @@ def test_train_images_are_crops_or_flips_of_their_source() -> None:
         for image, index in zip(x, y.tolist(), strict=True):
             padded = F.pad(plain[index], (1, 1, 1, 1), value=-GREY.mean[0] / GREY.std[0])
             candidates = [
-                padded[:, dy : dy + 6, dx : dx + 5].flip(2) if f
+                padded[:, dy : dy + 6, dx : dx + 5].flip(2)
+                if f
                 else padded[:, dy : dy + 6, dx : dx + 5]
                 for dy, dx, f in itertools.product(range(3), range(3), (False, True))
             ]

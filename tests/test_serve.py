@@ -46,8 +46,13 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
     return {
         "cbam": make_checkpoint(root / "cbam", "cbam", FASHION, seed=1),
-        "ecab": make_checkpoint(root / "ecab", "ecab", FASHION, seed=2,
-                                attention_kwargs={"layers": "last2", "fusion": "concat"}),
+        "ecab": make_checkpoint(
+            root / "ecab",
+            "ecab",
+            FASHION,
+            seed=2,
+            attention_kwargs={"layers": "last2", "fusion": "concat"},
+        ),
         "bridge_rgb": make_checkpoint(root / "bridge_rgb", "bridge", RGB32, seed=3),
         "cbam_rgb": make_checkpoint(root / "cbam_rgb", "cbam", RGB32, seed=4),
     }
@@ -70,8 +75,9 @@ def noise_png(seed: int = 0, shape=(28, 28), mode: str | None = None) -> bytes:
     return encode(image.convert(mode) if mode else image)
 
 
-def post_files(client: TestClient, blobs: list[bytes], query: str = "", headers=AUTH,
-               field: str = "files"):
+def post_files(
+    client: TestClient, blobs: list[bytes], query: str = "", headers=AUTH, field: str = "files"
+):
     files = [(field, (f"img{i}.png", blob, "image/png")) for i, blob in enumerate(blobs)]
     return client.post(f"/predict{query}", files=files, headers=headers)
 
@@ -193,10 +199,21 @@ def test_predict_query_values(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("fmt", "mode", "kw"),
     [
-        ("PNG", "L", {}), ("PNG", "RGB", {}), ("PNG", "RGBA", {}), ("PNG", "P", {}),
-        ("PNG", "LA", {}), ("PNG", "I;16", {}), ("PNG", "1", {}), ("JPEG", "RGB", {}),
-        ("JPEG", "L", {}), ("JPEG", "CMYK", {}), ("WEBP", "RGB", {"lossless": True}),
-        ("WEBP", "RGBA", {}), ("BMP", "RGB", {}), ("BMP", "L", {}), ("GIF", "P", {}),
+        ("PNG", "L", {}),
+        ("PNG", "RGB", {}),
+        ("PNG", "RGBA", {}),
+        ("PNG", "P", {}),
+        ("PNG", "LA", {}),
+        ("PNG", "I;16", {}),
+        ("PNG", "1", {}),
+        ("JPEG", "RGB", {}),
+        ("JPEG", "L", {}),
+        ("JPEG", "CMYK", {}),
+        ("WEBP", "RGB", {"lossless": True}),
+        ("WEBP", "RGBA", {}),
+        ("BMP", "RGB", {}),
+        ("BMP", "L", {}),
+        ("GIF", "P", {}),
     ],
 )
 def test_predict_accepts_formats_and_modes(client: TestClient, ckpts, fmt, mode, kw) -> None:
@@ -211,8 +228,10 @@ def test_predict_accepts_formats_and_modes(client: TestClient, ckpts, fmt, mode,
 
 def test_predict_json_base64(client: TestClient, ckpts) -> None:
     blobs = [noise_png(7), noise_png(8)]
-    images = [base64.b64encode(blobs[0]).decode(),
-              "data:image/png;base64," + base64.b64encode(blobs[1]).decode()]
+    images = [
+        base64.b64encode(blobs[0]).decode(),
+        "data:image/png;base64," + base64.b64encode(blobs[1]).decode(),
+    ]
     r = client.post("/predict", json={"images": images}, headers=AUTH)
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
@@ -267,8 +286,10 @@ def test_not_an_image(client: TestClient) -> None:
 def test_truncated_image(client: TestClient) -> None:
     png = noise_png(3, shape=(64, 64))
     assert_error(post_files(client, [png[: len(png) // 2]]), 422, "truncated")
-    jpeg = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3),
-                                                                    dtype=np.uint8)), "JPEG")
+    jpeg = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+        "JPEG",
+    )
     assert_error(post_files(client, [jpeg[: len(jpeg) // 2]]), 422, "truncated")
     assert_still_serving(client)
 
@@ -283,11 +304,19 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def test_decompression_bomb(client: TestClient, ckpts) -> None:
-    assert_error(post_files(client, [png_claiming(5000, 9000)]), 413, "45,000,000 pixels",
-                 "limit is 40,000,000")
+    assert_error(
+        post_files(client, [png_claiming(5000, 9000)]),
+        413,
+        "45,000,000 pixels",
+        "limit is 40,000,000",
+    )
     # Beyond PIL's own guard, PIL refuses first; same status, same advice.
-    assert_error(post_files(client, [png_claiming(50_000, 50_000)]), 413, "decompression bomb",
-                 "limit is 40,000,000")
+    assert_error(
+        post_files(client, [png_claiming(50_000, 50_000)]),
+        413,
+        "decompression bomb",
+        "limit is 40,000,000",
+    )
     # A real, fully valid image over a lower limit: refused before its pixels are decoded.
     bomb = encode(Image.new("L", (2000, 2000)))
     assert len(bomb) < 20_000
@@ -314,8 +343,9 @@ def test_too_many_images(client: TestClient) -> None:
     blobs = [noise_png(i) for i in range(17)]
     assert_error(post_files(client, blobs), 422, "too many images", "16")
     images = [base64.b64encode(b).decode() for b in blobs]
-    assert_error(client.post("/predict", json={"images": images}, headers=AUTH), 422,
-                 "too many images", "17")
+    assert_error(
+        client.post("/predict", json={"images": images}, headers=AUTH), 422, "too many images", "17"
+    )
     assert post_files(client, blobs[:16]).status_code == 200
 
 
@@ -323,11 +353,18 @@ def test_empty_uploads(client: TestClient) -> None:
     assert_error(post_files(client, [b""]), 422, "img0.png", "empty")
     assert_error(client.post("/predict", json={"images": []}, headers=AUTH), 422, "images")
     assert_error(client.post("/predict", json={"images": [""]}, headers=AUTH), 422, "empty")
-    r = client.post("/predict", data={"note": "hi"}, headers=AUTH,
-                    files=[("other", ("x.png", noise_png(), "image/png"))])
+    r = client.post(
+        "/predict",
+        data={"note": "hi"},
+        headers=AUTH,
+        files=[("other", ("x.png", noise_png(), "image/png"))],
+    )
     assert_error(r, 422, "unexpected multipart field", "'note'", "'other'", "'files'")
-    r = client.post("/predict", headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"},
-                    content=b"--x--\r\n")
+    r = client.post(
+        "/predict",
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"},
+        content=b"--x--\r\n",
+    )
     assert_error(r, 422, "no images")
     assert_error(client.post("/predict", headers=AUTH), 415, "multipart/form-data")
     assert_still_serving(client)
@@ -336,27 +373,33 @@ def test_empty_uploads(client: TestClient) -> None:
 def test_bad_base64_and_json(client: TestClient) -> None:
     r = client.post("/predict", json={"images": ["not base64!!"]}, headers=AUTH)
     assert_error(r, 422, "images[0]", "not valid base64")
-    r = client.post("/predict", json={"images": [base64.b64encode(b"text").decode()]},
-                    headers=AUTH)
+    r = client.post("/predict", json={"images": [base64.b64encode(b"text").decode()]}, headers=AUTH)
     assert_error(r, 422, "images[0]", "not a supported image")
-    r = client.post("/predict", content=b"{not json", headers={**AUTH,
-                                                               "Content-Type": "application/json"})
+    r = client.post(
+        "/predict", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert_error(r, 400, "not valid JSON")
-    assert_error(client.post("/predict", json={"image": ["x"]}, headers=AUTH), 422, "images",
-                 "image")
+    assert_error(
+        client.post("/predict", json={"image": ["x"]}, headers=AUTH), 422, "images", "image"
+    )
     assert_error(client.post("/predict", json={"images": "abc"}, headers=AUTH), 422, "images")
     assert_still_serving(client)
 
 
 def test_wrong_field_and_content_type(client: TestClient) -> None:
     assert_error(post_files(client, [noise_png()], field="file"), 422, "'file'", "'files'")
-    r = client.post("/predict", data={"files": "text, not a file"}, headers=AUTH,
-                    files=[("files", ("a.png", noise_png(), "image/png"))])
+    r = client.post(
+        "/predict",
+        data={"files": "text, not a file"},
+        headers=AUTH,
+        files=[("files", ("a.png", noise_png(), "image/png"))],
+    )
     assert_error(r, 422, "file uploads")
     r = client.post("/predict", content=noise_png(), headers={**AUTH, "Content-Type": "image/png"})
     assert_error(r, 415, "image/png", "multipart/form-data")
-    r = client.post("/predict", content=b"garbage", headers={
-        **AUTH, "Content-Type": "multipart/form-data"})
+    r = client.post(
+        "/predict", content=b"garbage", headers={**AUTH, "Content-Type": "multipart/form-data"}
+    )
     assert_error(r, 400, "multipart")
     assert_error(client.get("/predict"), 405)
     assert_error(client.get("/nope"), 404)
@@ -389,8 +432,9 @@ def test_reload_refused_without_configured_token(ckpts) -> None:
 
 def test_reload_needs_the_token(client: TestClient, ckpts) -> None:
     assert_error(client.post("/reload"), 401, "missing bearer token")
-    r = client.post("/reload", json={"path": str(ckpts["ecab"])},
-                    headers={"Authorization": "Bearer nope"})
+    r = client.post(
+        "/reload", json={"path": str(ckpts["ecab"])}, headers={"Authorization": "Bearer nope"}
+    )
     assert_error(r, 401, "wrong")
     assert client.get("/model").json()["attention"] == "cbam"
 
@@ -437,8 +481,9 @@ def test_crafted_pickles_never_run(client: TestClient, ckpts, tmp_path: Path) ->
 # Reload ---------------------------------------------------------------------------------------
 
 
-def test_reload_swaps_models_and_keeps_the_old_on_failure(client: TestClient, ckpts,
-                                                          tmp_path: Path) -> None:
+def test_reload_swaps_models_and_keeps_the_old_on_failure(
+    client: TestClient, ckpts, tmp_path: Path
+) -> None:
     r = client.post("/reload", json={"path": str(ckpts["bridge_rgb"])}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["attention"] == "bridge" and r.json()["input_shape"] == [3, 32, 32]
@@ -447,8 +492,10 @@ def test_reload_swaps_models_and_keeps_the_old_on_failure(client: TestClient, ck
     pred = post_files(client, [photo]).json()["predictions"][0]
     probs, maps = direct(ckpts["bridge_rgb"], Image.open(io.BytesIO(photo)))
     assert_matches(pred, probs, maps, RGB32.classes)
-    assert all(set(w) == {"channel", "spatial"} and w["spatial"] is None
-               for w in pred["attention"].values())
+    assert all(
+        set(w) == {"channel", "spatial"} and w["spatial"] is None
+        for w in pred["attention"].values()
+    )
 
     # No body: re-read the current source.
     assert client.post("/reload", headers=AUTH).json()["attention"] == "bridge"
@@ -461,13 +508,13 @@ def test_reload_swaps_models_and_keeps_the_old_on_failure(client: TestClient, ck
     broken = tmp_path / "broken"
     shutil.copytree(ckpts["cbam"], broken)
     (broken / checkpoint.META).write_text("{")
-    assert_error(client.post("/reload", json={"path": str(broken)}, headers=AUTH), 422,
-                 "malformed")
+    assert_error(client.post("/reload", json={"path": str(broken)}, headers=AUTH), 422, "malformed")
     mismatched = tmp_path / "mismatched"
     shutil.copytree(ckpts["cbam"], mismatched)
     shutil.copy(ckpts["ecab"] / checkpoint.WEIGHTS, mismatched / checkpoint.WEIGHTS)
-    assert_error(client.post("/reload", json={"path": str(mismatched)}, headers=AUTH), 422,
-                 "does not match")
+    assert_error(
+        client.post("/reload", json={"path": str(mismatched)}, headers=AUTH), 422, "does not match"
+    )
     assert_error(client.post("/reload", json={"path": 3}, headers=AUTH), 422, "path")
     assert_error(client.post("/reload?force=1", headers=AUTH), 422, "force")
     assert client.get("/model").json()["attention"] == "bridge"
@@ -540,9 +587,14 @@ def slow_forward(client: TestClient, seconds: float) -> list[int]:
 
 
 def test_concurrent_requests_share_forward_passes(ckpts) -> None:
-    samples = fashion_test_images(16) if FASHION_DIR.is_dir() else [
-        (np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8), 0)
-        for i in range(16)]
+    samples = (
+        fashion_test_images(16)
+        if FASHION_DIR.is_dir()
+        else [
+            (np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8), 0)
+            for i in range(16)
+        ]
+    )
     blobs = [encode(image) for image, _ in samples]
     with make_client(ckpts["cbam"], max_batch=32) as c:
         calls = slow_forward(c, 0.2)
@@ -566,8 +618,9 @@ def test_batches_respect_max_batch(ckpts) -> None:
     with make_client(ckpts["cbam"], max_batch=4) as c:
         calls = slow_forward(c, 0.05)
         with ThreadPoolExecutor(12) as pool:
-            responses = list(pool.map(
-                lambda i: post_files(c, [noise_png(i)], headers={}), range(12)))
+            responses = list(
+                pool.map(lambda i: post_files(c, [noise_png(i)], headers={}), range(12))
+            )
         # One request of 6 images is larger than max_batch: it runs alone.
         assert post_files(c, [noise_png(i) for i in range(6)], headers={}).status_code == 200
     assert all(r.status_code == 200 for r in responses)
@@ -639,8 +692,14 @@ def test_only_small_images_are_decoded_on_the_event_loop(
 
 
 def test_settings_travel_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = ServeSettings(model="runs/x", port=9100, max_wait_ms=1.5, token="s3cret",
-                             workers=2, reload_file="/tmp/board.json")
+    settings = ServeSettings(
+        model="runs/x",
+        port=9100,
+        max_wait_ms=1.5,
+        token="s3cret",
+        workers=2,
+        reload_file="/tmp/board.json",
+    )
     assert pickle.loads(pickle.dumps(settings)) == settings  # how spawn hands them over
     # Workers share the cores: each leaves the others (and its event loop) theirs.
     assert ServeSettings(workers=4).inference_threads() == max(1, (os.cpu_count() or 2) // 4 - 1)

@@ -29,8 +29,15 @@ from serve_support import (
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TOKEN = "e2e-token"
 
 
@@ -50,14 +57,17 @@ def sample_png(seed: int = 0) -> bytes:
 
 def test_uvicorn_process(experiment: Path) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    with server(experiment, env={"ECAB_SERVE_TOKEN": TOKEN}) as url, httpx.Client(
-        base_url=url, timeout=30
-    ) as http:
+    with (
+        server(experiment, env={"ECAB_SERVE_TOKEN": TOKEN}) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
         assert http.get("/healthz").json() == {"status": "ok"}
         info = http.get("/model").json()
         assert info["path"] == str((experiment / "best").resolve())
-        files = [("files", ("a.png", sample_png(0), "image/png")),
-                 ("files", ("b.png", sample_png(1), "image/png"))]
+        files = [
+            ("files", ("a.png", sample_png(0), "image/png")),
+            ("files", ("b.png", sample_png(1), "image/png")),
+        ]
         r = http.post("/predict", files=files, headers=auth)
         assert r.status_code == 200, r.text
         preds = r.json()["predictions"]
@@ -68,9 +78,12 @@ def test_uvicorn_process(experiment: Path) -> None:
         # A declared 1 GB body is refused before any of it is sent.
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 1000000000\r\nAuthorization: Bearer " + TOKEN.encode()
-                      + b"\r\n\r\n{")
+            s.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000000000\r\nAuthorization: Bearer "
+                + TOKEN.encode()
+                + b"\r\n\r\n{"
+            )
             head = s.recv(4096).decode(errors="replace")
         assert head.startswith("HTTP/1.1 413"), head
         assert http.get("/readyz").status_code == 200
@@ -83,6 +96,7 @@ def test_workers_share_the_load_and_follow_a_reload(experiment: Path, tmp_path: 
 
     def answers(url: str, path: str, n: int = 16) -> set[int]:
         """pids of the workers that answered n concurrent connections, all serving `path`."""
+
         def one(_: int) -> int:
             with httpx.Client(base_url=url, timeout=30) as http:  # a new connection each
                 assert http.post("/predict", files=files, headers=auth).status_code == 200
@@ -127,15 +141,34 @@ def test_workers_refuse_a_taken_port(experiment: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         run = subprocess.run(
-            [sys.executable, "-m", "serve", "--model", str(experiment), "--workers", "2",
-             "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "serve",
+                "--model",
+                str(experiment),
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert run.returncode == 2
     assert f"cannot bind 127.0.0.1:{port}" in run.stderr
 
 
 def test_cli_refuses_a_bad_model_path(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "serve", "--model", str(tmp_path / "nope")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "serve", "--model", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert "does not exist" in run.stderr
 
@@ -144,40 +177,54 @@ def test_binds_loopback_by_default(experiment: Path) -> None:
     with server(experiment) as url:
         assert url.startswith("http://127.0.0.1:")
         port = int(url.rsplit(":", 1)[1])
-        out = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout \
-            if shutil.which("ss") else ""
+        out = (
+            subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
+            if shutil.which("ss")
+            else ""
+        )
         if out:
             listening = [line for line in out.splitlines() if f":{port} " in line]
             assert listening and all("127.0.0.1:" in line for line in listening), listening
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="Debian's chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
 def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     png = tmp_path / "shoe.png"
     png.write_bytes(sample_png(0))
     with server(experiment) as url:
-        api = httpx.post(f"{url}/predict", files=[("files", ("shoe.png", png.read_bytes(),
-                                                             "image/png"))], timeout=30).json()
+        api = httpx.post(
+            f"{url}/predict",
+            files=[("files", ("shoe.png", png.read_bytes(), "image/png"))],
+            timeout=30,
+        ).json()
         expected = api["predictions"][0]
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                         headless=True, env={**os.environ, "HOME": str(tmp_path)})
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=CHROMIUM_ARGS,
+                headless=True,
+                env={**os.environ, "HOME": str(tmp_path)},
+            )
             try:
                 page = browser.new_page()
                 page.goto(f"{url}/", timeout=30_000)
                 page.wait_for_function(
                     "document.getElementById('model').textContent.includes('parameters')",
-                    timeout=30_000)
+                    timeout=30_000,
+                )
                 page.set_input_files("#file", str(png))
-                page.wait_for_function("document.getElementById('top1').textContent.length > 0",
-                                       timeout=30_000)
+                page.wait_for_function(
+                    "document.getElementById('top1').textContent.length > 0", timeout=30_000
+                )
                 top1 = page.text_content("#top1")
                 rows = page.locator("#top li").count()
-                modules = page.eval_on_selector_all(".attention-chart",
-                                                    "els => els.map(e => e.dataset.module)")
+                modules = page.eval_on_selector_all(
+                    ".attention-chart", "els => els.map(e => e.dataset.module)"
+                )
                 # Count painted bar pixels in each module's channel chart.
                 painted = page.eval_on_selector_all(
                     ".attention-chart canvas.channel",
@@ -186,7 +233,8 @@ def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
                         let n = 0;
                         for (let i = 0; i < d.length; i += 4)
                             if (d[i] === 0x2f && d[i + 1] === 0x6f && d[i + 2] === 0xed) n++;
-                        return n; })""")
+                        return n; })""",
+                )
                 spatial = page.locator(".attention-chart canvas.spatial").count()
                 status = page.text_content("#status")
             finally:

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -14,34 +15,54 @@ from typing import Any
 
 import torch
 
+from ecab_tune import checkpoint
 from ecab_tune.device import resolve_device
 from ecab_tune.engine import Trainer
 from ecab_tune.models import init_hash
 from ecab_tune.profile import count_macs
 from ecab_tune.study.runs import append_run, finished, read_runs, row_id
 from ecab_tune.study.spec import Job, StudySpec
-from ecab_tune.train import load_data
+from ecab_tune.train import load_data, make_trainer, save_trainer
 
 DATA_SEED = 0  # one validation draw shared by every run: seeds vary init and order only
 
 
-def run_job(spec: StudySpec, job: Job, device: str, threads: int) -> dict[str, Any]:
+def partial_folder(out: Path, job: Job) -> Path:
+    """Where a run in flight keeps its per-epoch checkpoint (outside the committed results)."""
+    return Path("runs") / "study-partial" / out.name / f"{job.arm}-seed{job.seed}-{job.epochs}ep"
+
+
+def run_job(
+    spec: StudySpec, job: Job, device: str, threads: int, partial: Path | None = None
+) -> dict[str, Any]:
     """Train one arm at one seed; evaluate validation and test after every epoch (test only
-    to draw curves: nothing here selects on it)."""
+    to draw curves: nothing here selects on it). With `partial`, every epoch is checkpointed
+    there and a killed run continues from its last epoch, exactly."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
     target = resolve_device(device)
     data = load_data(spec.data, DATA_SEED)
     info = data.info
     model_cfg = spec.model_config(job.arm, len(info.classes), info.channels)
-    model = model_cfg.build(seed=job.seed)
-    first_hash = init_hash(model)
     train_cfg = dataclasses.replace(spec.train, epochs=job.epochs, seed=job.seed)
-    trainer = Trainer(model, data, train_cfg, target)
-    test_curve: list[tuple[float, float]] = []  # (loss, accuracy) after each epoch
+    resume = partial is not None and (partial / checkpoint.META).is_file()
+    if resume:
+        extra = checkpoint.read_meta(partial).extra
+        first_hash, curve, spent = extra["init_hash"], extra["test_curve"], extra["seconds"]
+        trainer = make_trainer(model_cfg, data, train_cfg, target, resume_from=partial)
+        print(f"[study] {job.arm} seed {job.seed}: resuming at epoch {trainer.epoch}", flush=True)
+    else:
+        model = model_cfg.build(seed=job.seed)
+        first_hash, curve, spent = init_hash(model), [], 0.0
+        trainer = Trainer(model, data, train_cfg, target)
+    test_curve: list[tuple[float, float]] = [tuple(c) for c in curve]  # (loss, acc) per epoch
 
     def on_epoch(_: Any) -> None:
         test_curve.append(trainer.evaluate(trainer.splits.test))
+        if partial is not None:
+            seconds = spent + time.perf_counter() - start
+            extra = {"init_hash": first_hash, "test_curve": test_curve, "seconds": seconds}
+            save_trainer(partial, trainer, model_cfg, extra=extra)
 
     fit = trainer.fit(on_epoch)
     test_loss, test_acc = test_curve[-1]  # the final model's: nothing picks an epoch
@@ -64,7 +85,7 @@ def run_job(spec: StudySpec, job: Job, device: str, threads: int) -> dict[str, A
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "macs": count_macs(trainer.model, (info.channels, info.height, info.width)),
         "images_per_s": statistics.fmean(e.images_per_s for e in fit.history),
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(spent + time.perf_counter() - start, 1),
         "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
         "precision": trainer.precision,
         "torch": torch.__version__,
@@ -108,12 +129,13 @@ def run_local(spec: StudySpec, jobs: list[Job], out: Path, workers: int, device:
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = {
-            pool.submit(run_job, spec, job, dev, threads): job
+            pool.submit(run_job, spec, job, dev, threads, partial_folder(out, job)): job
             for job, dev in zip(jobs, devices, strict=True)
         }
         for done, future in enumerate(cf.as_completed(futures), 1):
             row = future.result()
             append_run(out, row)
+            shutil.rmtree(partial_folder(out, futures[future]), ignore_errors=True)
             _announce(row, done, len(jobs), start)
 
 
