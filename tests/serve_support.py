@@ -98,6 +98,28 @@ def free_port() -> int:
 def server(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
            timeout: float = 60.0) -> Iterator[str]:
     """`python -m serve` on a free loopback port; yields its base URL; always stops it."""
+    with server_process(model, env, args, timeout) as (url, _):
+        yield url
+
+
+def worker_pids(supervisor: int) -> set[int]:
+    """The `--workers` processes a supervisor has now (its spawned children, not the tracker)."""
+    pids = set()
+    children = " ".join(
+        task.read_text() for task in Path(f"/proc/{supervisor}/task").glob("*/children")
+    )
+    for child in children.split():
+        with contextlib.suppress(FileNotFoundError):
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmd:
+                pids.add(int(child))
+    return pids
+
+
+@contextlib.contextmanager
+def server_process(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                   timeout: float = 60.0) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As `server`, and the process too."""
     port = free_port()
     cmd = [sys.executable, "-m", "serve", "--model", str(model), "--port", str(port),
            "--log-level", "warning", *args]
@@ -118,7 +140,7 @@ def server(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready on {url} after {timeout:.0f} s")
             time.sleep(0.1)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
