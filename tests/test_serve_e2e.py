@@ -81,6 +81,38 @@ def test_uvicorn_process(experiment: Path) -> None:
         assert http.get("/readyz").status_code == 200
 
 
+def read_all(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection, and when it closed it."""
+    start, data = time.monotonic(), b""
+    sock.settimeout(limit_s)
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data, time.monotonic() - start
+
+
+def test_stalled_clients_are_answered_408_and_cut_off(experiment: Path) -> None:
+    with server(experiment, args=("--read-timeout-s", "1")) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as headers_only:
+            headers_only.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # never ends
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as body_stalls:
+                body_stalls.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                    b"\r\nContent-Length: 1000000\r\n\r\n{"
+                )
+                # Meanwhile the server answers others.
+                assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+                body, body_s = read_all(body_stalls, 10)
+            head, head_s = read_all(headers_only, 10)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert b"headers did not arrive within 1 s" in head
+        assert body.startswith(b"HTTP/1.1 408"), body
+        assert b"the body stalled" in body and b"connection: close" in body.lower()
+        assert head_s < 5 and body_s < 5, (head_s, body_s)
+        files = [("files", ("a.png", sample_png(0), "image/png"))]
+        assert httpx.post(f"{url}/predict", files=files, timeout=10).status_code == 200
+
+
 def test_workers_share_the_load_and_follow_a_reload(experiment: Path) -> None:
     # Under the model root (runs/, the folder holding the experiment), as /reload requires.
     other = make_checkpoint(experiment.parent / "other", "se", FASHION, seed=7)
@@ -125,6 +157,14 @@ def test_workers_share_the_load_and_follow_a_reload(experiment: Path) -> None:
         assert all(w["generation"] == 1 for w in workers), workers
         assert answers(url, str(other.resolve())) <= {w["pid"] for w in workers}
         assert proc.poll() is None
+        # /metrics sums every worker's counts, whichever worker answers it.
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        counted = sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("ecab_serve_requests_total{")
+            and 'route="/predict"' in line and 'status="200"' in line
+        )
+        assert counted >= 16 * 2, counted
 
 
 def wait_for_workers(url: str, n: int, auth: dict[str, str], not_pids: set[int] = frozenset(),
