@@ -91,14 +91,16 @@ def predict_docs(settings: ServeSettings) -> dict[str, Any]:
     return docs
 
 
-def reload_docs() -> dict[str, Any]:
-    return {
-        "security": [{BEARER: []}],
+def reload_docs(settings: ServeSettings) -> dict[str, Any]:
+    docs: dict[str, Any] = {
         "requestBody": {
             "required": False,
             "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
         },
     }
+    if settings.token is not None:  # without one, every reload is 403, whatever is sent
+        docs["security"] = [{BEARER: []}]
+    return docs
 
 
 METRICS_DOCS: dict[int | str, Any] = {

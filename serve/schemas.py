@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,7 @@ class _Strict(BaseModel):
 class PredictJSON(_Strict):
     """`POST /predict` as JSON (the alternative to a multipart upload in the field `files`)."""
 
-    images: list[str] = Field(
+    images: list[Annotated[str, Field(min_length=1)]] = Field(
         min_length=1,
         description="base64-encoded image files (PNG, JPEG, WebP, BMP, GIF), plain or as "
         "data: URLs",
@@ -112,7 +112,7 @@ class ModelInfo(BaseModel):
     classes: list[str]
     data: dict[str, Any] = Field(description="the dataset description (normalisation included)")
     metrics: dict[str, Any]
-    train: dict[str, Any] | None
+    train: dict[str, Any] | None = Field(default=None, description="the training recipe")
     loaded_at: float = Field(description="Unix time of the load")
     # With the bearer token only: paths and host details.
     path: str | None = Field(default=None, description="the checkpoint folder (token only)")

@@ -121,11 +121,13 @@ def test_metrics_in_prometheus_text(ckpt: Path) -> None:
 def test_request_id_is_echoed_or_made_and_logged(
     ckpt: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with TestClient(create_app(ServeSettings(model=str(ckpt)))) as c:
-        with caplog.at_level(logging.INFO, logger="serve.access"):
-            mine = post(c, headers={"X-Request-ID": "trace-42"})
-            made = c.get("/healthz")
-            odd = c.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    with (
+        TestClient(create_app(ServeSettings(model=str(ckpt)))) as c,
+        caplog.at_level(logging.INFO, logger="serve.access"),
+    ):
+        mine = post(c, headers={"X-Request-ID": "trace-42"})
+        made = c.get("/healthz")
+        odd = c.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
     assert mine.headers["x-request-id"] == "trace-42"
     assert len(made.headers["x-request-id"]) == 32
     assert odd.headers["x-request-id"] != "bad id\twith spaces"  # not echoed into logs as is
