@@ -126,15 +126,16 @@ def start_server(model: str | Path, port: int, extra: list[str]) -> subprocess.P
 
 
 def wait_for_workers(url: str, n: int, timeout: float = 120) -> None:
-    """/readyz answers once one worker is up: wait until n distinct workers have answered."""
-    pids: set[int] = set()
+    """/readyz answers once one worker is up: wait until it lists n ready workers."""
     deadline = time.monotonic() + timeout
-    while len(pids) < n:
+    while True:
+        r = httpx.get(f"{url}/readyz", timeout=10)
+        workers = r.json().get("workers") or [{"ready": r.status_code == 200}]
+        if sum(w["ready"] for w in workers) >= n:
+            return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(pids)} of {n} workers answered in {timeout:.0f} s")
-        r = httpx.get(f"{url}/model", timeout=10)  # a new connection: any worker may take it
-        if r.status_code == 200:
-            pids.add(r.json()["pid"])
+            raise TimeoutError(f"not {n} ready workers in {timeout:.0f} s: {workers}")
+        time.sleep(0.2)
 
 
 async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
