@@ -38,6 +38,7 @@ from ecab_tune.checkpoint import Meta
 from ecab_tune.data import DataInfo, image_to_uint8, preprocess
 from ecab_tune.models import ModelConfig
 from serve.__main__ import parse_args
+from serve.inference import resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -234,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         proc = start_server(model, port, ["--max-batch", str(args.max_batch), *server_args])
         try:
             wait_for_workers(url, args.workers)
-            # The server resolves experiment folders; time exactly the checkpoint it serves.
-            folder = Path(httpx.get(f"{url}/model", timeout=10).json()["path"])
+            # Time exactly the checkpoint the server serves (an experiment's best/, say).
+            folder = resolve_checkpoint(model)
             meta = checkpoint.read_meta(folder)
             d = meta.data
             pngs = sample_images(64, d.channels, (d.height, d.width))

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -23,7 +24,7 @@ from serve.errors import (
     Overloaded,
     RequestTimeout,
 )
-from serve.heartbeat import read_beats
+from serve.heartbeat import INTERVAL_S, read_beats
 from serve.images import Upload
 from serve.inference import MicroBatcher, ModelHandle, Prediction, load_handle
 from serve.metrics import Metrics
@@ -43,6 +44,7 @@ from serve.settings import ServeSettings
 from serve.worker_sync import WorkerSync
 
 T = TypeVar("T")
+STALE_S = 3 * INTERVAL_S
 log = logging.getLogger("serve")
 
 
@@ -103,9 +105,7 @@ class Service:
             self.handle = await self.batcher.call(load_handle, s.model, s.device)
         self.metrics.generation.set(self.generation)
         if self.sync is not None:
-            self.sync.start(
-                lambda: self.generation, lambda: self.readiness().status == "ready", self._follow
-            )
+            self.sync.start(lambda: self.generation, self.is_ready, self._follow)
 
     async def stop(self) -> None:
         if self.sync is not None:
@@ -188,6 +188,11 @@ class Service:
 
     # Describing -----------------------------------------------------------------------------
 
+    def is_ready(self) -> bool:
+        if self.handle is None or self.batcher is None:
+            return False
+        return self.sync is None or self.sync.behind(self.generation) is None
+
     def readiness(self, private: bool = False) -> Readiness:
         workers = self._workers(private)
         if self.handle is None or self.batcher is None:
@@ -244,11 +249,13 @@ class Service:
     def _workers(self, private: bool) -> list[WorkerStatus] | None:
         if self.sync is None:
             return None
+        now = time.time()
         return [
             WorkerStatus(
                 index=b.index,
                 generation=b.generation,
-                ready=b.ready,
+                # A stale beat is a worker that died or hangs: not ready, whatever it last said.
+                ready=b.ready and now - b.at < STALE_S,
                 pid=b.pid if private else None,
             )
             for b in read_beats(self.sync.state_dir, self.settings.workers)

@@ -758,11 +758,13 @@ def test_workers_agree_on_concurrent_reloads_and_report_a_failed_follow(
     """Two workers' services in one event loop, sharing a state folder as --workers do."""
     import asyncio
 
+    import serve.service
     import serve.worker_sync
     from serve.metrics import Metrics
     from serve.service import Service
 
     monkeypatch.setattr(serve.worker_sync, "POLL_S", 0.05)
+    monkeypatch.setattr(serve.service, "STALE_S", 0.5)
     state = under_root / "state"
     state.mkdir()
     doomed = under_root / "doomed"
@@ -809,6 +811,10 @@ def test_workers_agree_on_concurrent_reloads_and_report_a_failed_follow(
             await a.reload(str(ckpts["cbam"]))
             await settle(b)
             assert b.generation == 4 and b.readiness().status == "ready"
+            # A worker whose heartbeat stopped (it died or hangs) is listed as not ready.
+            await b.sync.stop()
+            await asyncio.sleep(0.6)
+            assert [w.ready for w in a.readiness().workers] == [True, False]
         finally:
             await a.stop()
             await b.stop()
