@@ -111,14 +111,17 @@ def free_port() -> int:
 
 
 def worker_pids(supervisor: int) -> set[int]:
-    children = " ".join(t.read_text() for t in Path(f"/proc/{supervisor}/task").glob("*/children"))
-    pids = set()
-    for child in children.split():
-        try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                pids.add(int(child))
-        except FileNotFoundError:
-            pass
+    """The `--workers` processes a supervisor has now: the children of its fork server."""
+
+    def children(pid: int | str) -> list[str]:
+        tasks = Path(f"/proc/{pid}/task").glob("*/children")
+        return " ".join(task.read_text() for task in tasks).split()
+
+    pids: set[int] = set()
+    for child in children(supervisor):
+        with contextlib.suppress(FileNotFoundError):
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                pids.update(int(worker) for worker in children(child))
     return pids
 
 

@@ -103,16 +103,17 @@ def server(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...]
 
 
 def worker_pids(supervisor: int) -> set[int]:
-    """The `--workers` processes a supervisor has now (its spawned children, not the tracker)."""
-    pids = set()
-    children = " ".join(
-        task.read_text() for task in Path(f"/proc/{supervisor}/task").glob("*/children")
-    )
-    for child in children.split():
+    """The `--workers` processes a supervisor has now: the children of its fork server."""
+
+    def children(pid: int | str) -> list[str]:
+        tasks = Path(f"/proc/{pid}/task").glob("*/children")
+        return " ".join(task.read_text() for task in tasks).split()
+
+    pids: set[int] = set()
+    for child in children(supervisor):
         with contextlib.suppress(FileNotFoundError):
-            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"spawn_main" in cmd:
-                pids.add(int(child))
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                pids.update(int(worker) for worker in children(child))
     return pids
 
 

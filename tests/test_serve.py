@@ -747,7 +747,7 @@ def test_only_small_images_are_decoded_on_the_event_loop(client: TestClient) -> 
 def test_settings_travel_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = ServeSettings(model="runs/x", port=9100, max_wait_ms=1.5, token="s3cret",
                              workers=2, state_dir="/tmp/state", worker_index=1)
-    assert pickle.loads(pickle.dumps(settings)) == settings  # how spawn hands them over
+    assert pickle.loads(pickle.dumps(settings)) == settings  # how the fork server hands them over
     # Workers share the cores: each leaves the others (and its event loop) theirs.
     assert ServeSettings(workers=4).inference_threads() == max(1, (os.cpu_count() or 2) // 4 - 1)
 
