@@ -16,8 +16,10 @@ ST = Path(sys.executable).with_name("st")  # schemathesis, from the dev extras
 CONFIG = ROOT / "tests" / "schemathesis.toml"
 
 
-@pytest.mark.skipif(not ST.exists() and not shutil.which("st"),
-                    reason="schemathesis is not installed (pip install -e '.[dev]')")
+@pytest.mark.skipif(
+    not ST.exists() and not shutil.which("st"),
+    reason="schemathesis is not installed (pip install -e '.[dev]')",
+)
 @pytest.mark.parametrize("token", [None, "st-token"], ids=["no-token", "token"])
 def test_schemathesis_finds_no_failure(tmp_path: Path, token: str | None) -> None:
     runs = tmp_path / "runs"
@@ -26,10 +28,28 @@ def test_schemathesis_finds_no_failure(tmp_path: Path, token: str | None) -> Non
     with server(runs / "exp", env=env) as url:
         auth = ["-H", f"Authorization: Bearer {token}"] if token else []
         run = subprocess.run(
-            [str(ST) if ST.exists() else "st", "--config-file", str(CONFIG), "run",
-             f"{url}/openapi.json", "--checks", "all", "--phases", "examples,coverage,fuzzing",
-             "--max-examples", "50", "--seed", "14", "--workers", "1", *auth],
-            cwd=tmp_path, capture_output=True, text=True, timeout=600,  # its cache goes there
+            [
+                str(ST) if ST.exists() else "st",
+                "--config-file",
+                str(CONFIG),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                "50",
+                "--seed",
+                "14",
+                "--workers",
+                "1",
+                *auth,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,  # its cache goes there
         )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "6 selected / 6 total" in run.stdout  # every operation was tested
