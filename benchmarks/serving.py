@@ -38,6 +38,7 @@ from ecab_tune.checkpoint import Meta
 from ecab_tune.data import DataInfo, image_to_uint8, preprocess
 from ecab_tune.models import ModelConfig
 from serve.__main__ import parse_args
+from serve.inference import resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -154,15 +155,16 @@ def start_server(model: str | Path, port: int, extra: list[str]) -> subprocess.P
 
 
 def wait_for_workers(url: str, n: int, timeout: float = 120) -> None:
-    """/readyz answers once one worker is up: wait until n distinct workers have answered."""
-    pids: set[int] = set()
+    """/readyz answers once one worker is up: wait until it lists n ready workers."""
     deadline = time.monotonic() + timeout
-    while len(pids) < n:
+    while True:
+        r = httpx.get(f"{url}/readyz", timeout=10)
+        workers = r.json().get("workers") or [{"ready": r.status_code == 200}]
+        if sum(w["ready"] for w in workers) >= n:
+            return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(pids)} of {n} workers answered in {timeout:.0f} s")
-        r = httpx.get(f"{url}/model", timeout=10)  # a new connection: any worker may take it
-        if r.status_code == 200:
-            pids.add(r.json()["pid"])
+            raise TimeoutError(f"not {n} ready workers in {timeout:.0f} s: {workers}")
+        time.sleep(0.2)
 
 
 async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
@@ -293,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         proc = start_server(model, port, ["--max-batch", str(args.max_batch), *server_args])
         try:
             wait_for_workers(url, args.workers)
-            # The server resolves experiment folders; time exactly the checkpoint it serves.
-            folder = Path(httpx.get(f"{url}/model", timeout=10).json()["path"])
+            # Time exactly the checkpoint the server serves (an experiment's best/, say).
+            folder = resolve_checkpoint(model)
             meta = checkpoint.read_meta(folder)
             d = meta.data
             pngs = sample_images(64, d.channels, (d.height, d.width))

@@ -25,8 +25,19 @@ FLAGS = {
     "max_wait_ms": (float, "longest wait for a batch to fill (default 3)"),
     "max_images_per_request": (int, "most images in one request (default 16)"),
     "max_body_bytes": (int, "largest request body; larger gets 413 (default 10 MiB)"),
-    "max_pixels": (int, "largest image, width × height (default 40M)"),
+    "max_pixels": (int, "largest image to decode, width × height; a JPEG counts at the size "
+                   "it decodes to, drafted toward the model's input (default 12M)"),
+    "max_request_pixels": (int, "pixels decoded for one request, all images (default 48M)"),
+    "max_decodes": (int, "images decoded at once per worker: bounds memory (default 2)"),
+    "max_in_flight": (int, "requests processed at once per worker; beyond: 503 (default 64)"),
+    "read_timeout_s": (float, "longest wait for headers or the next body piece: 408 "
+                       "(default 10)"),
+    "request_timeout_s": (float, "deadline of a /predict from headers to answer: 408 or 504 "
+                          "(default 30)"),
+    "drain_s": (float, "on SIGTERM, time for requests in flight to finish (default 10)"),
     "top_k": (int, "classes returned by default (default 5)"),
+    "model_root": (str, "/reload loads only under this folder (default: the folder holding "
+                   "--model's experiment)"),
     "workers": (int, "server processes, each with its own model copy (default 1; on CPU about "
                 "one per core: one process is GIL-bound)"),
 }
@@ -80,12 +91,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServeSettings, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
-    from serve.app import create_app
     from serve.inference import resolve_checkpoint
+    from serve.tracking import configure_access_log
 
     settings, log_level, ray = parse_command(argv)
+    configure_access_log(log_level)
     if settings.model is None:
         print("serve: no model given (--model or ECAB_SERVE_MODEL); starting not ready, "
               "POST /reload to load one", file=sys.stderr)
@@ -109,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"serve: error: {exc}", file=sys.stderr)
             return 2
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    from serve.app import create_app
+    from serve.http_server import serve_forever
+
+    serve_forever(create_app(settings), settings, log_level)
     return 0
 
 

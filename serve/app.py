@@ -4,70 +4,70 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.body import FIELD, BodyLimit, read_uploads
-from serve.errors import Forbidden, InvalidInput, Unauthorized, describe_validation
-from serve.schemas import (
-    Error,
-    Health,
-    ModelInfo,
-    PredictJSON,
-    PredictQuery,
-    PredictResponse,
-    Readiness,
-    ReloadRequest,
+from serve.body import BodyGuard, read_uploads
+from serve.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidInput,
+    NotSupported,
+    Unauthorized,
+    describe_validation,
 )
+from serve.metrics import CONTENT_TYPE, Metrics
+from serve.openapi_docs import (
+    METRICS_DOCS,
+    add_security_scheme,
+    predict_docs,
+    reload_docs,
+    responses,
+)
+from serve.schemas import Health, ModelInfo, PredictQuery, PredictResponse, Readiness, ReloadRequest
 from serve.service import Service
 from serve.settings import ServeSettings
+from serve.tracking import RequestTracking
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("serve")
 
-# Dependencies ---------------------------------------------------------------------------------
-# All `async def`: FastAPI runs a sync dependency in a worker thread, and these are trivial, so
-# the thread hops (one per dependency, each request) would cost more than the work.
+# Parsing by hand ------------------------------------------------------------------------------
+# The routes parse their query, token and body with plain calls: FastAPI's dependency tree cost
+# more event-loop time per request than decoding a small image, and it reads a body before it
+# checks the token (a /reload without a token must be 401, whatever its body).
 
 
-async def get_service(request: Request) -> Service:
-    return request.app.state.service
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
-async def get_settings(request: Request) -> ServeSettings:
-    return request.app.state.settings
-
-
-ServiceDep = Annotated[Service, Depends(get_service)]
-SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
-_bearer = HTTPBearer(auto_error=False, description="ECAB_SERVE_TOKEN, when the server has one")
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def _check_token(credentials: HTTPAuthorizationCredentials | None, token: str) -> None:
-    if credentials is None:
+def check_token(request: Request, settings: ServeSettings) -> None:
+    """401 unless the request carries the server's token (call only when it has one)."""
+    assert settings.token is not None
+    sent = _bearer(request)
+    if sent is None:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+    if not secrets.compare_digest(sent.encode(), settings.token.get_secret_value().encode()):
         raise Unauthorized("wrong bearer token")
 
 
-async def reload_auth(settings: SettingsDep, credentials: BearerDep) -> None:
-    if settings.token is None:
-        raise Forbidden(
-            "reloading needs a bearer token, and this server has none: "
-            "start it with ECAB_SERVE_TOKEN set"
-        )
-    _check_token(credentials, settings.token.get_secret_value())
+def has_token(request: Request, settings: ServeSettings) -> bool:
+    """True with the right token; False without one; 401 for a wrong one."""
+    if settings.token is None or _bearer(request) is None:
+        return False
+    check_token(request, settings)
+    return True
 
 
 def refuse_unknown_query(request: Request, names: Iterable[str]) -> None:
@@ -80,79 +80,37 @@ def refuse_unknown_query(request: Request, names: Iterable[str]) -> None:
         )
 
 
-def only_query(*names: str) -> Callable[[Request], Awaitable[None]]:
-    async def check(request: Request) -> None:
-        refuse_unknown_query(request, names)
-
-    return check
-
-
-def parse_query(request: Request) -> PredictQuery:
-    refuse_unknown_query(request, PredictQuery.model_fields)
+def parse_model(model: type[BaseModel], raw: Any) -> Any:
     try:
-        return PredictQuery.model_validate(dict(request.query_params))
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise InvalidInput(describe_validation(exc.errors())) from exc
 
 
-def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """OpenAPI `parameters` for a query validated by hand with `model`."""
-    schema = model.model_json_schema()
-    return [
-        {
-            "name": name,
-            "in": "query",
-            "required": name in schema.get("required", ()),
-            "description": prop.get("description", ""),
-            "schema": {k: v for k, v in prop.items() if k != "description"},
-        }
-        for name, prop in schema["properties"].items()
-    ]
+async def parse_reload(request: Request) -> ReloadRequest | None:
+    body = await request.body()
+    if not body.strip():
+        return None
+    try:
+        return ReloadRequest.model_validate_json(body)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise BadRequest(
+                f"the body is not valid JSON: {describe_validation(exc.errors())}"
+            ) from exc
+        raise InvalidInput(describe_validation(exc.errors())) from exc
 
-
-# Docs for the hand-parsed /predict request (see `predict` for why it is parsed by hand).
-PREDICT_DOCS: dict[str, Any] = {
-    "parameters": query_parameters(PredictQuery),
-    "security": [{"HTTPBearer": []}],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FIELD],
-                    "properties": {
-                        FIELD: {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "image files: PNG, JPEG, WebP, BMP or GIF, any mode",
-                        }
-                    },
-                }
-            },
-            "application/json": {"schema": PredictJSON.model_json_schema()},
-        },
-    }
-}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Error, "description": text}
-    for code, text in {
-        400: "malformed body",
-        401: "missing or wrong bearer token",
-        413: "body over max_body_bytes, or an image over max_pixels",
-        415: "neither multipart nor JSON",
-        422: "unusable input: not an image, bad base64, wrong field, bad query value",
-        503: "no model loaded",
-    }.items()
-}
 
 # App ------------------------------------------------------------------------------------------
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
+def create_app(settings: ServeSettings, reload_supported: bool = True) -> FastAPI:
+    """The service; `reload_supported=False` where a reload could not reach every replica."""
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = Service(settings)
+        service = Service(settings, metrics)
         await service.start()
         app.state.service = service
         try:
@@ -163,67 +121,116 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app = FastAPI(
         title="ecab_tune serve",
         summary="Predictions and attention weights of the best model of an ecab_tune search",
-        version="1.0",
+        version="1.1",
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s
+    )
+    app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer
     _add_error_handlers(app)
-    _add_routes(app)
+    _add_routes(app, settings, metrics, reload_supported)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    add_security_scheme(app)
     return app
 
 
-def _add_routes(app: FastAPI) -> None:
+def _add_routes(
+    app: FastAPI, settings: ServeSettings, metrics: Metrics, reload_supported: bool
+) -> None:
     @app.post(
         "/predict",
         response_model=PredictResponse,
-        responses=ERRORS,
-        openapi_extra=PREDICT_DOCS,
+        responses=responses(400, 401, 408, 413, 415, 422, 503, 504, token=settings.token),
+        openapi_extra=predict_docs(settings),
         summary="Top-k classes and attention weights for one or several images",
     )
     async def predict(request: Request) -> PredictResponse:
-        # The hot path, parsed by plain calls: FastAPI's dependency tree here (query, token,
-        # readiness, body) cost more event-loop time per request than decoding a small image.
-        # And FastAPI cannot declare "multipart OR JSON" anyway; PREDICT_DOCS documents it.
-        settings: ServeSettings = request.app.state.settings
         service: Service = request.app.state.service
         if settings.token is not None:
-            _check_token(await _bearer(request), settings.token.get_secret_value())
-        query = parse_query(request)
+            check_token(request, settings)
+        refuse_unknown_query(request, PredictQuery.model_fields)
+        query: PredictQuery = parse_model(PredictQuery, dict(request.query_params))
         service.current()  # 503 before any body is read
-        images = await read_uploads(request, settings.max_images_per_request)
-        return await service.predict(images, query.top_k, query.attention)
+        service.admit()  # and 503 at the in-flight cap
 
-    @app.get("/model", response_model=ModelInfo, responses={503: {"model": Error}})
-    async def model(service: ServiceDep) -> ModelInfo:
-        return service.info()
+        async def work(body_received: Any) -> PredictResponse:
+            images = await read_uploads(request, settings.max_images_per_request)
+            body_received()
+            with service.slot():
+                return await service.predict(images, query.top_k, query.attention)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness: the process answers")
-    async def healthz() -> Health:
+        return await service.within_deadline(work)
+
+    @app.get(
+        "/model",
+        response_model=ModelInfo,
+        response_model_exclude_none=True,
+        responses=responses(401, 422, 503, token=settings.token),
+        openapi_extra={"security": [{}, {"HTTPBearer": []}]} if settings.token else None,
+        summary="The served model; paths, search config and host details with the token only",
+    )
+    async def model(request: Request) -> ModelInfo:
+        refuse_unknown_query(request, ())
+        private = has_token(request, settings)
+        return request.app.state.service.info(private)
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses=responses(422),
+        summary="Liveness: the process answers",
+    )
+    async def healthz(request: Request) -> Health:
+        refuse_unknown_query(request, ())
         return Health()
 
     @app.get(
         "/readyz",
         response_model=Readiness,
-        responses={503: {"model": Readiness}},
-        summary="Readiness: a model is loaded",
+        response_model_exclude_none=True,
+        responses={503: {"model": Readiness, "description": "not ready, and why"}}
+        | responses(401, 422, token=settings.token),
+        summary="Readiness: a model is loaded and this worker follows the latest reload",
     )
-    async def readyz(service: ServiceDep) -> Any:
-        ready = service.readiness()
-        return ready if ready.status == "ready" else JSONResponse(ready.model_dump(), 503)
+    async def readyz(request: Request) -> Any:
+        refuse_unknown_query(request, ())
+        ready = request.app.state.service.readiness(has_token(request, settings))
+        if ready.status == "ready":
+            return ready
+        return JSONResponse(ready.model_dump(exclude_none=True), 503)
+
+    @app.get("/metrics", responses=METRICS_DOCS, summary="Prometheus metrics of all workers")
+    async def prometheus(request: Request) -> Response:
+        refuse_unknown_query(request, ())
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post(
         "/reload",
         response_model=ModelInfo,
-        responses={code: ERRORS[code] for code in (401, 422)} | {403: {"model": Error}},
-        dependencies=[Depends(only_query()), Depends(reload_auth)],
+        response_model_exclude_none=True,
+        responses=responses(
+            400, 401, 403, 422, *(() if reload_supported else (501,)), token=settings.token
+        ),
+        openapi_extra=reload_docs(settings),
         summary="Serve another (or the re-exported) checkpoint; the old one serves meanwhile",
     )
-    async def reload(
-        service: ServiceDep, body: Annotated[ReloadRequest | None, Body()] = None
-    ) -> ModelInfo:
-        return await service.reload(body.path if body else None)
+    async def reload(request: Request) -> ModelInfo:
+        if not reload_supported:
+            raise NotSupported(
+                "reloading is not supported on Ray Serve (it would reach one replica): "
+                "restart the command with another --model"
+            )
+        if settings.token is None:
+            raise Forbidden(
+                "reloading needs a bearer token, and this server has none: "
+                "start it with ECAB_SERVE_TOKEN set"
+            )
+        check_token(request, settings)  # before anything of the request is read
+        refuse_unknown_query(request, ())
+        body = await parse_reload(request)
+        return await request.app.state.service.reload(body.path if body else None)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

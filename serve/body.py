@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -11,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serve.errors import (
     BadRequest,
     InvalidInput,
+    RequestTimeout,
     ServeError,
     TooLarge,
     UnsupportedMediaType,
@@ -22,41 +25,54 @@ from serve.schemas import PredictJSON
 FIELD = "files"
 
 
-class BodyLimit:
-    """ASGI middleware: refuse bodies over `max_bytes` by Content-Length and while reading.
+class BodyGuard:
+    """ASGI middleware: a request body arrives within the limits or is refused.
 
-    Both checks raise when the route first reads the body, so the refusal goes through the
-    app's error handling like any other; a lying or absent Content-Length is caught by counting.
+    Over `max_bytes` by Content-Length or by counting (a lying or absent Content-Length): 413.
+    Nothing new for `read_timeout_s` while the body is incomplete: 408, and the connection is
+    closed. Both raise where the route reads the body, so they go through the app's error
+    handling like any other refusal.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        limit = self.max_bytes
+        limit, timeout = self.max_bytes, self.read_timeout_s
         received = 0
+        complete = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
+        async def guarded_receive() -> Message:
+            nonlocal received, complete
+            if complete:  # after the body, receive() only waits for a disconnect: no timeout
+                return await receive()
             if declared is not None:
                 if not declared.isdigit():
                     raise BadRequest(f"Content-Length {declared.decode(errors='replace')!r} "
                                      "is not a number")
                 if int(declared) > limit:
                     raise TooLarge(f"the body is {int(declared):,} bytes; the limit is {limit:,}")
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except asyncio.TimeoutError:
+                raise RequestTimeout(
+                    f"the body stalled: nothing arrived for {timeout:g} s ({received:,} bytes "
+                    "received)"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise TooLarge(f"the body exceeds the limit of {limit:,} bytes")
+                complete = not message.get("more_body", False)
             return message
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, guarded_receive, send)
 
 
 async def read_uploads(request: Request, max_images: int) -> list[Upload]:

@@ -56,6 +56,37 @@ class NotReady(ServeError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
+class Overloaded(ServeError):
+    """Past the worker's in-flight cap: refused at once, before any work, with a retry hint."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class RequestTimeout(ServeError):
+    """The body stalled or did not arrive in time; the connection is closed after the answer."""
+
+    status_code = status.HTTP_408_REQUEST_TIMEOUT
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
+class DeadlineExceeded(ServeError):
+    """The request was received but not answered within its deadline; its batch slot is freed."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
+class NotSupported(ServeError):
+    status_code = status.HTTP_501_NOT_IMPLEMENTED
+
+
 class BadCheckpoint(InvalidInput):
     """A `/reload` target that is not a loadable checkpoint; the old model keeps serving."""
 

@@ -43,11 +43,15 @@ def from_base64(text: str, index: int) -> Upload:
     return Upload(data, f"images[{index}]")
 
 
-def open_image(upload: Upload, index: int, max_pixels: int) -> Image.Image:
+def open_image(
+    upload: Upload, index: int, max_pixels: int, draft_to: tuple[int, int] | None = None
+) -> Image.Image:
     """Parse one image's header (cheap), refusing empty, unknown and oversized ones.
 
     The pixels are not decoded yet (`decode` does it), so a bomb is refused before allocation
-    and the caller can choose where the real work runs from the size it now knows.
+    and the caller can choose where the real work runs from the size it now knows. A JPEG is
+    set to decode scaled down toward `draft_to` (width, height), never below it; the limit
+    applies to the size it will decode to.
     """
     what = upload.describe(index)
     if not upload.data:
@@ -65,6 +69,8 @@ def open_image(upload: Upload, index: int, max_pixels: int) -> Image.Image:
         raise InvalidInput(
             f"{what} is not a supported image ({', '.join(FORMATS)}): {_reason(exc)}"
         ) from exc
+    if draft_to is not None and image.format == "JPEG":
+        image.draft(None, draft_to)  # type: ignore[arg-type]  # None: keep the mode
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise TooLarge(

@@ -118,7 +118,15 @@ def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
     """Load and warm up a checkpoint; raises `CheckpointError` for anything unusable."""
     folder = resolve_checkpoint(path)
     target = torch.device(device)
-    model, meta = checkpoint.load_model(folder, device=target)
+    try:
+        model, meta = checkpoint.load_model(folder, device=target)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # e.g. a meta.json naming an attention option that does not exist
+        raise CheckpointError(
+            f"{folder}: {checkpoint.META} describes a model that cannot be built: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     d = meta.data
     if meta.model.num_classes != len(d.classes):
         raise CheckpointError(
@@ -130,7 +138,7 @@ def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
         with torch.inference_mode(), capture_attention(model) as captured:
             model(preprocess(torch.zeros(1, d.channels, d.height, d.width, dtype=torch.uint8,
                                          device=target), d))
-    except RuntimeError as exc:
+    except Exception as exc:
         raise CheckpointError(
             f"{folder}: the model does not run on its own input shape: {exc}"
         ) from exc
@@ -171,9 +179,17 @@ class MicroBatcher:
     shares one forward pass. A job larger than `max_batch` runs alone.
     """
 
-    def __init__(self, max_batch: int, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        max_batch: int,
+        max_wait_s: float,
+        on_batch: Callable[[int], None] = lambda images: None,
+        on_queue: Callable[[int], None] = lambda images: None,
+    ) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self._on_batch = on_batch  # images per forward pass, for the metrics
+        self._on_queue = on_queue  # images waiting, for the metrics
         self.batches = 0  # forward passes run, for monitoring and tests
         self._queue: collections.deque[_Job] = collections.deque()
         self._queued_images = 0
@@ -220,12 +236,14 @@ class MicroBatcher:
     def _enqueue(self, job: _Job) -> None:
         self._queue.append(job)
         self._queued_images += len(job.images)
+        self._on_queue(self._queued_images)
         self._arriving -= 1
         self._wake.set()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # A job whose request gave up (its deadline passed) is done already: skip it.
             jobs = [job for job in await self._collect() if not job.future.done()]
             # Jobs converted for different handles (a reload happened) never share a batch.
             groups: dict[int, list[_Job]] = {}
@@ -240,6 +258,7 @@ class MicroBatcher:
                             job.future.set_exception(exc)
                     continue
                 self.batches += 1
+                self._on_batch(sum(len(job.images) for job in group))
                 for job, result in zip(group, results, strict=True):
                     if not job.future.done():
                         job.future.set_result(result)
@@ -266,6 +285,7 @@ class MicroBatcher:
             batch.append(job)
             size += len(job.images)
         self._queued_images -= size
+        self._on_queue(self._queued_images)
         return batch
 
 

@@ -52,7 +52,8 @@ class ServeReplica:
         self._settings = settings
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(self._settings)
+        # A reload would reach one replica only: the endpoint says so instead.
+        app = create_app(self._settings, reload_supported=False)
         replica = ray_serve.get_replica_context().replica_id.unique_id
         app.add_middleware(ReplicaHeader, replica=replica)
         return app

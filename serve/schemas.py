@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,7 @@ class _Strict(BaseModel):
 class PredictJSON(_Strict):
     """`POST /predict` as JSON (the alternative to a multipart upload in the field `files`)."""
 
-    images: list[str] = Field(
+    images: list[Annotated[str, Field(min_length=1)]] = Field(
         min_length=1,
         description="base64-encoded image files (PNG, JPEG, WebP, BMP, GIF), plain or as "
         "data: URLs",
@@ -76,7 +76,7 @@ class ImagePrediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    model: str = Field(description="the checkpoint folder that answered")
+    model: str = Field(description="the checkpoint that answered, relative to the model root")
     predictions: list[ImagePrediction]
 
 
@@ -87,9 +87,21 @@ class AttentionModule(BaseModel):
     channels: int
 
 
+class WorkerStatus(BaseModel):
+    index: int = Field(description="the worker's slot, 0..workers-1")
+    generation: int = Field(description="the reload it serves (0: its start-up model)")
+    ready: bool
+    pid: int | None = Field(default=None, description="only with the bearer token")
+
+
 class ModelInfo(BaseModel):
-    path: str = Field(description="the checkpoint folder being served")
-    source: str = Field(description="what was asked for (a checkpoint or an experiment folder)")
+    """Without the bearer token: what the model is, never where it lives or on which host."""
+
+    name: str = Field(description="the checkpoint, relative to the model root")
+    generation: int = Field(description="reloads this worker has followed (0: start-up model)")
+    workers: list[WorkerStatus] | None = Field(
+        default=None, description="every worker's generation (--workers only)"
+    )
     architecture: str
     attention: str
     attention_kwargs: dict[str, Any]
@@ -100,10 +112,17 @@ class ModelInfo(BaseModel):
     classes: list[str]
     data: dict[str, Any] = Field(description="the dataset description (normalisation included)")
     metrics: dict[str, Any]
-    train: dict[str, Any] | None
-    search: dict[str, Any] = Field(description="the search config and trial parameters")
+    train: dict[str, Any] | None = Field(default=None, description="the training recipe")
     loaded_at: float = Field(description="Unix time of the load")
-    pid: int = Field(description="the server process that answered (one of --workers)")
+    # With the bearer token only: paths and host details.
+    path: str | None = Field(default=None, description="the checkpoint folder (token only)")
+    source: str | None = Field(
+        default=None, description="what was asked for: a checkpoint or experiment (token only)"
+    )
+    search: dict[str, Any] | None = Field(
+        default=None, description="the search config and trial parameters (token only)"
+    )
+    pid: int | None = Field(default=None, description="the answering worker (token only)")
 
 
 class Health(BaseModel):
@@ -112,4 +131,9 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    model: str | None = None
+    model: str | None = Field(default=None, description="the checkpoint, relative to the root")
+    generation: int | None = None
+    reason: str | None = Field(default=None, description="why not ready")
+    workers: list[WorkerStatus] | None = Field(
+        default=None, description="every worker's generation and readiness (--workers only)"
+    )

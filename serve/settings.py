@@ -40,12 +40,58 @@ class ServeSettings(BaseSettings):
     max_images_per_request: int = Field(default=16, ge=1, le=1024)
     max_body_bytes: int = Field(default=10 * MB, ge=1024, description="larger bodies get 413")
     max_pixels: int = Field(
-        default=40_000_000, ge=1, description="decompression-bomb guard: width × height per image"
+        default=12_000_000,
+        ge=1,
+        description="largest image to decode, width × height (a JPEG counts at the size it "
+        "decodes to: drafted toward the model's input); larger gets 413",
+    )
+    max_request_pixels: int = Field(
+        default=48_000_000,
+        ge=1,
+        description="pixels decoded for one request, all images together; more gets 413",
+    )
+    max_decodes: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="images decoded at once per worker (each holds up to max_pixels × 4 bytes "
+        "a few times over while it decodes): bounds decoding memory",
+    )
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="requests a worker processes at once (their bodies received); beyond it "
+        "503 with Retry-After",
+    )
+    read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="longest wait for a request's headers, or for the next piece of its "
+        "body; then 408 and the connection is closed",
+    )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="deadline of a /predict request from its headers to its answer: 408 "
+        "while the body is still arriving, else 504",
+    )
+    drain_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="on SIGTERM, how long requests in flight may take to finish",
     )
     top_k: int = Field(default=5, ge=1, description="classes returned when the query omits top_k")
     token: SecretStr | None = Field(
         default=None,
         description="bearer token: protects /predict when set; /reload is refused without one",
+    )
+    model_root: str | None = Field(
+        default=None,
+        description="/reload loads only checkpoints under this folder (relative paths are "
+        "taken from it); default: the folder holding --model's experiment",
     )
     workers: int = Field(
         default=1,
@@ -54,9 +100,12 @@ class ServeSettings(BaseSettings):
         description="server processes, each with its own model copy and micro-batcher: one "
         "Python process is GIL-bound, so on CPU use about one per core",
     )
-    reload_file: str | None = Field(
+    state_dir: str | None = Field(
         default=None,
-        description="set by --workers: the file through which a reload reaches every worker",
+        description="set by --workers: the folder where workers share reloads and heartbeats",
+    )
+    worker_index: int | None = Field(
+        default=None, description="set by --workers: this worker's slot, 0..workers-1"
     )
 
     @field_validator("token", mode="before")

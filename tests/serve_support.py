@@ -145,6 +145,29 @@ def server(
     timeout: float = 60.0,
 ) -> Iterator[str]:
     """`python -m serve` on a free loopback port; yields its base URL; always stops it."""
+    with server_process(model, env, args, timeout) as (url, _):
+        yield url
+
+
+def worker_pids(supervisor: int) -> set[int]:
+    """The `--workers` processes a supervisor has now: the children of its fork server."""
+
+    def children(pid: int | str) -> list[str]:
+        tasks = Path(f"/proc/{pid}/task").glob("*/children")
+        return " ".join(task.read_text() for task in tasks).split()
+
+    pids: set[int] = set()
+    for child in children(supervisor):
+        with contextlib.suppress(FileNotFoundError):
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                pids.update(int(worker) for worker in children(child))
+    return pids
+
+
+@contextlib.contextmanager
+def server_process(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                   timeout: float = 60.0) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As `server`, and the process too."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -180,7 +203,7 @@ def server(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready on {url} after {timeout:.0f} s")
             time.sleep(0.1)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

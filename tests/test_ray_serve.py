@@ -66,7 +66,10 @@ def test_replicas_answer_as_the_app_does(ckpt: Path) -> None:
             assert_close(r.json()["predictions"], want)
             replicas.add(r.headers[REPLICA_HEADER])
         assert len(replicas) == 2, replicas
-        assert http.get("/model").json()["path"] == str(ckpt.resolve())
+        assert http.get("/model", headers=AUTH).json()["path"] == str(ckpt.resolve())
+        # A reload would reach one replica: the endpoint says it is unsupported here.
+        r = http.post("/reload", headers=AUTH)
+        assert r.status_code == 501 and "Ray Serve" in r.json()["detail"]
 
 
 def test_ray_flags(ckpt: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import pickle
 import shutil
@@ -64,6 +65,14 @@ def make_client(model: Path | None, **settings) -> TestClient:
 
 
 @pytest.fixture
+def under_root(ckpts: dict[str, Path], request: pytest.FixtureRequest) -> Path:
+    """A fresh folder inside the model root of `client` (the folder holding the checkpoints)."""
+    folder = ckpts["cbam"].parent / f"scratch-{request.node.name}"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def client(ckpts: dict[str, Path]):
     with make_client(ckpts["cbam"], token=TOKEN) as c:
         yield c
@@ -117,20 +126,21 @@ def test_health_and_readiness(client: TestClient, ckpts) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": str(ckpts["cbam"].resolve())}
+    # Named relative to the model root (the folder holding --model): no absolute paths.
+    assert ready.json() == {"status": "ready", "model": "cbam", "generation": 0}
 
 
 def test_not_ready_without_a_model() -> None:
     with make_client(None) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 503
-        assert c.get("/readyz").json()["status"] == "not ready"
+        assert c.get("/readyz").json() == {"status": "not ready", "reason": "no model is loaded"}
         assert_error(post_files(c, [noise_png()]), 503, "no model")
         assert_error(c.get("/model"), 503, "no model")
 
 
 def test_model_describes_the_checkpoint(client: TestClient, ckpts) -> None:
-    info = client.get("/model").json()
+    info = client.get("/model", headers=AUTH).json()
     model, meta = checkpoint.load_model(ckpts["cbam"])
     assert info["architecture"] == "resnet8"
     assert info["attention"] == "cbam"
@@ -144,6 +154,22 @@ def test_model_describes_the_checkpoint(client: TestClient, ckpts) -> None:
     modules = info["attention_modules"]
     assert modules and all(set(m["outputs"]) == {"channel", "spatial"} for m in modules)
     assert all(m["channels"] > 0 for m in modules)
+    assert info["path"] == str(ckpts["cbam"].resolve()) and info["pid"] == os.getpid()
+
+
+def test_model_hides_paths_and_host_without_the_token(client: TestClient, ckpts) -> None:
+    public = client.get("/model")
+    assert public.status_code == 200
+    text = public.text
+    assert str(ckpts["cbam"].parent) not in text and str(os.getpid()) not in text
+    body = public.json()
+    assert body["name"] == "cbam" and body["architecture"] == "resnet8"
+    assert not {"path", "source", "search", "pid"} & set(body)
+    assert_error(client.get("/model", headers={"Authorization": "Bearer wrong"}), 401, "wrong")
+    full = client.get("/model", headers=AUTH).json()
+    assert {"path", "source", "search", "pid"} <= set(full)
+    with make_client(ckpts["cbam"]) as c:  # no token configured: never the details
+        assert "path" not in c.get("/model", headers=AUTH).json()
 
 
 def test_openapi_docs_and_page(client: TestClient) -> None:
@@ -157,8 +183,22 @@ def test_openapi_docs_and_page(client: TestClient) -> None:
     assert "classes per image" in params["top_k"]["description"]
     assert spec["paths"]["/predict"]["post"]["security"] == [{"HTTPBearer": []}]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
-    for name in ("PredictResponse", "ModelInfo", "ImagePrediction", "Error", "ReloadRequest"):
+    for name in ("PredictResponse", "ModelInfo", "ImagePrediction", "Error"):
         assert name in spec["components"]["schemas"]
+    files = body["multipart/form-data"]["schema"]["properties"]["files"]
+    assert files["minItems"] == 1 and files["maxItems"] == 16
+    assert set(spec["paths"]["/predict"]["post"]["responses"]) >= {
+        "200",
+        "400",
+        "401",
+        "408",
+        "413",
+        "415",
+        "422",
+        "503",
+        "504",
+    }
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="file"' in page.text
@@ -169,7 +209,7 @@ def test_predict_shape_of_the_answer(client: TestClient, ckpts) -> None:
     r = post_files(client, [noise_png(1), noise_png(2)])
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"] == str(ckpts["cbam"].resolve())
+    assert body["model"] == "cbam"
     assert [p["name"] for p in body["predictions"]] == ["img0.png", "img1.png"]
     modules = {m["name"]: m for m in client.get("/model").json()["attention_modules"]}
     for p in body["predictions"]:
@@ -308,14 +348,14 @@ def test_decompression_bomb(client: TestClient, ckpts) -> None:
         post_files(client, [png_claiming(5000, 9000)]),
         413,
         "45,000,000 pixels",
-        "limit is 40,000,000",
+        "limit is 12,000,000",
     )
     # Beyond PIL's own guard, PIL refuses first; same status, same advice.
     assert_error(
         post_files(client, [png_claiming(50_000, 50_000)]),
         413,
         "decompression bomb",
-        "limit is 40,000,000",
+        "limit is 12,000,000",
     )
     # A real, fully valid image over a lower limit: refused before its pixels are decoded.
     bomb = encode(Image.new("L", (2000, 2000)))
@@ -324,6 +364,32 @@ def test_decompression_bomb(client: TestClient, ckpts) -> None:
         assert_error(post_files(c, [bomb], headers={}), 413, "4,000,000 pixels", "1,000,000")
         assert post_files(c, [noise_png()], headers={}).status_code == 200
     assert_still_serving(client)
+
+
+def test_request_pixel_budget(client: TestClient, ckpts) -> None:
+    # 16 images each under the per-image limit, together far over the request's budget:
+    # refused from their headers alone, before any pixel is decoded.
+    each = png_claiming(3000, 3000)
+    assert_error(post_files(client, [each] * 16), 413, "144,000,000 pixels", "48,000,000")
+    with make_client(ckpts["cbam"], max_pixels=10_000, max_request_pixels=20_000) as c:
+        ok = noise_png(1, shape=(100, 100))
+        assert post_files(c, [ok, ok], headers={}).status_code == 200
+        assert_error(post_files(c, [ok, ok, ok], headers={}), 413, "30,000 pixels", "20,000")
+    assert_still_serving(client)
+
+
+def test_large_jpegs_decode_in_draft_mode(ckpts) -> None:
+    # 4000×3000 = 12 M pixels, over a 1 M limit; in draft mode it decodes at 1/8: 500×375.
+    photo = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    )
+    jpeg, png = encode(photo, "JPEG", quality=80), encode(photo.resize((400, 300)))
+    with make_client(ckpts["cbam_rgb"], max_pixels=1_000_000) as c:
+        assert post_files(c, [jpeg], headers={}).status_code == 200
+        # No draft mode for other formats: a PNG is judged by its full size.
+        big_png = encode(Image.new("RGB", (4000, 3000)))
+        assert_error(post_files(c, [big_png], headers={}), 413, "12,000,000 pixels")
+        assert post_files(c, [png], headers={}).status_code == 200
 
 
 def test_oversized_body(ckpts) -> None:
@@ -352,7 +418,12 @@ def test_too_many_images(client: TestClient) -> None:
 def test_empty_uploads(client: TestClient) -> None:
     assert_error(post_files(client, [b""]), 422, "img0.png", "empty")
     assert_error(client.post("/predict", json={"images": []}, headers=AUTH), 422, "images")
-    assert_error(client.post("/predict", json={"images": [""]}, headers=AUTH), 422, "empty")
+    assert_error(
+        client.post("/predict", json={"images": [""]}, headers=AUTH),
+        422,
+        "images.0",
+        "at least 1 character",
+    )
     r = client.post(
         "/predict",
         data={"note": "hi"},
@@ -447,26 +518,28 @@ def _evil(marker: Path):
     return Evil()
 
 
-def test_crafted_pickles_never_run(client: TestClient, ckpts, tmp_path: Path) -> None:
+def test_crafted_pickles_never_run(
+    client: TestClient, ckpts, tmp_path: Path, under_root: Path
+) -> None:
     marker = tmp_path / "pwned"
     # The payload is live: unpickling it creates the marker file.
     probe = tmp_path / "probe"
     pickle.loads(pickle.dumps(_evil(probe))).close()
     assert probe.exists()
 
-    as_weights = tmp_path / "pickle_as_weights"
+    as_weights = under_root / "pickle_as_weights"
     shutil.copytree(ckpts["cbam"], as_weights)
     (as_weights / checkpoint.WEIGHTS).write_bytes(pickle.dumps({"w": _evil(marker)}))
     r = client.post("/reload", json={"path": str(as_weights)}, headers=AUTH)
     assert_error(r, 422, "safetensors", "still serving")
 
-    torch_zip = tmp_path / "torch_save_as_weights"
+    torch_zip = under_root / "torch_save_as_weights"
     shutil.copytree(ckpts["cbam"], torch_zip)
     torch.save({"w": _evil(marker)}, torch_zip / checkpoint.WEIGHTS)
     assert_error(client.post("/reload", json={"path": str(torch_zip)}, headers=AUTH), 422)
 
     # A malicious resume state: the service never reads it; the loader refuses it.
-    with_state = tmp_path / "evil_train_state"
+    with_state = under_root / "evil_train_state"
     shutil.copytree(ckpts["ecab"], with_state)
     torch.save({"optimizer": _evil(marker)}, with_state / checkpoint.STATE)
     r = client.post("/reload", json={"path": str(with_state)}, headers=AUTH)
@@ -482,7 +555,7 @@ def test_crafted_pickles_never_run(client: TestClient, ckpts, tmp_path: Path) ->
 
 
 def test_reload_swaps_models_and_keeps_the_old_on_failure(
-    client: TestClient, ckpts, tmp_path: Path
+    client: TestClient, ckpts, under_root: Path
 ) -> None:
     r = client.post("/reload", json={"path": str(ckpts["bridge_rgb"])}, headers=AUTH)
     assert r.status_code == 200, r.text
@@ -501,24 +574,80 @@ def test_reload_swaps_models_and_keeps_the_old_on_failure(
     assert client.post("/reload", headers=AUTH).json()["attention"] == "bridge"
 
     for bad, words in [
-        (tmp_path / "missing", ("does not exist",)),
-        (tmp_path, ("neither a checkpoint",)),
+        (under_root / "missing", ("does not exist",)),
+        (under_root, ("neither a checkpoint",)),
     ]:
         assert_error(client.post("/reload", json={"path": str(bad)}, headers=AUTH), 422, *words)
-    broken = tmp_path / "broken"
+    broken = under_root / "broken"
     shutil.copytree(ckpts["cbam"], broken)
     (broken / checkpoint.META).write_text("{")
     assert_error(client.post("/reload", json={"path": str(broken)}, headers=AUTH), 422, "malformed")
-    mismatched = tmp_path / "mismatched"
+    mismatched = under_root / "mismatched"
     shutil.copytree(ckpts["cbam"], mismatched)
     shutil.copy(ckpts["ecab"] / checkpoint.WEIGHTS, mismatched / checkpoint.WEIGHTS)
     assert_error(
         client.post("/reload", json={"path": str(mismatched)}, headers=AUTH), 422, "does not match"
     )
+    bad_option = under_root / "bad_option"
+    shutil.copytree(ckpts["ecab"], bad_option)
+    meta = json.loads((bad_option / checkpoint.META).read_text())
+    meta["model"]["attention_kwargs"]["fusion"] = "no-such-fusion"
+    (bad_option / checkpoint.META).write_text(json.dumps(meta))
+    assert_error(
+        client.post("/reload", json={"path": str(bad_option)}, headers=AUTH),
+        422,
+        "no-such-fusion",
+        "still serving",
+    )
     assert_error(client.post("/reload", json={"path": 3}, headers=AUTH), 422, "path")
     assert_error(client.post("/reload?force=1", headers=AUTH), 422, "force")
+    r = client.post(
+        "/reload", content=b"{nope", headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert_error(r, 400, "not valid JSON")
     assert client.get("/model").json()["attention"] == "bridge"
     assert post_files(client, [photo]).status_code == 200
+    # Two good reloads and five refused: the generation counts the good ones.
+    assert client.get("/readyz").json()["generation"] == 2
+
+
+def test_reload_loads_only_under_the_model_root(client: TestClient, ckpts, tmp_path: Path) -> None:
+    outside = make_checkpoint(tmp_path / "elsewhere", "se", FASHION, seed=9)
+    r = client.post("/reload", json={"path": str(outside)}, headers=AUTH)
+    assert_error(r, 403, "outside the model root")
+    escape = client.post("/reload", json={"path": f"../{tmp_path.name}/elsewhere"}, headers=AUTH)
+    assert_error(escape, 403, "outside the model root")
+    link = ckpts["cbam"].parent / "link-out"
+    link.symlink_to(outside, target_is_directory=True)
+    try:  # a symbolic link inside the root that leads out of it is outside too
+        assert_error(
+            client.post("/reload", json={"path": "link-out"}, headers=AUTH), 403, "outside"
+        )
+    finally:
+        link.unlink()
+    # A relative path is taken from the root; the answer (with the token) has every detail.
+    r = client.post("/reload", json={"path": "ecab"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "ecab" and r.json()["path"] == str(ckpts["ecab"].resolve())
+    assert r.json()["generation"] == 1
+    with make_client(None, token=TOKEN) as c:  # no --model, no --model-root: nothing loads
+        assert_error(
+            c.post("/reload", json={"path": str(ckpts["ecab"])}, headers=AUTH), 403, "no model root"
+        )
+    with make_client(None, token=TOKEN, model_root=str(tmp_path)) as c:
+        r = c.post("/reload", json={"path": "elsewhere"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert c.get("/readyz").json() == {"status": "ready", "model": "elsewhere", "generation": 1}
+
+
+def test_reload_checks_the_token_before_the_body(client: TestClient, ckpts) -> None:
+    bad = {"Content-Type": "application/json"}
+    assert_error(client.post("/reload", content=b"{nope", headers=bad), 401, "missing")
+    r = client.post("/reload", content=b"{nope", headers={**bad, "Authorization": "Bearer x"})
+    assert_error(r, 401, "wrong")
+    assert_error(client.post("/reload?force=1"), 401, "missing")
+    with make_client(ckpts["cbam"]) as c:  # no token configured: 403, whatever the body
+        assert_error(c.post("/reload", content=b"{nope", headers=bad), 403, "ECAB_SERVE_TOKEN")
 
 
 def test_experiment_folder_serves_its_best(ckpts, tmp_path: Path) -> None:
@@ -528,15 +657,14 @@ def test_experiment_folder_serves_its_best(ckpts, tmp_path: Path) -> None:
     assert resolve_checkpoint(ckpts["cbam"]) == ckpts["cbam"]
     with make_client(experiment) as c:
         info = c.get("/model").json()
-        assert info["path"] == str((experiment / "best").resolve())
-        assert info["source"] == str(experiment)
+        assert info["name"] == "exp/best"  # relative to runs/, the folder of experiments
         assert info["attention"] == "ecab"
 
 
 def test_reload_under_concurrent_load_fails_no_request(client: TestClient, ckpts) -> None:
     png = noise_png(11)
     expected = {
-        str(ckpts[name].resolve()): direct(ckpts[name], Image.open(io.BytesIO(png)))
+        name: direct(ckpts[name], Image.open(io.BytesIO(png)))
         for name in ("cbam", "ecab", "cbam_rgb")
     }
     stop = threading.Event()
@@ -667,28 +795,26 @@ def test_blank_token_means_no_token(ckpts, monkeypatch: pytest.MonkeyPatch) -> N
         assert post_files(c, [noise_png(1)], headers={}).status_code == 200
 
 
-def test_only_small_images_are_decoded_on_the_event_loop(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import serve.service
-    from serve.service import INLINE_DECODE_PIXELS
+def test_only_small_images_are_decoded_on_the_event_loop(client: TestClient) -> None:
+    from serve.decoding import INLINE_DECODE_PIXELS
 
-    hops = []
-    real = serve.service.run_in_threadpool
+    decoder = client.app.state.service.decoder
+    threads: list[str] = []
+    real = decoder._convert
 
-    async def counting(fn, *args):
-        hops.append(fn.__name__)
-        return await real(fn, *args)
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return real(*args)
 
-    monkeypatch.setattr(serve.service, "run_in_threadpool", counting)
+    decoder._convert = recording
+    loop_thread = client.portal.call(lambda: threading.current_thread().name)
     assert 28 * 28 <= INLINE_DECODE_PIXELS < 200 * 200
     assert post_files(client, [noise_png(0)]).status_code == 200
-    assert hops == []
     assert post_files(client, [noise_png(0, shape=(200, 200))]).status_code == 200
-    assert hops == ["_to_batch"]
     # A bomb's header is read on the loop and refused there: its pixels are never allocated.
     assert_error(post_files(client, [png_claiming(100_000, 100_000)]), 413, "decompression")
-    assert hops == ["_to_batch"]
+    assert len(threads) == 2
+    assert threads[0] == loop_thread and threads[1] != loop_thread
 
 
 def test_settings_travel_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -698,45 +824,90 @@ def test_settings_travel_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
         max_wait_ms=1.5,
         token="s3cret",
         workers=2,
-        reload_file="/tmp/board.json",
+        state_dir="/tmp/state",
+        worker_index=1,
     )
-    assert pickle.loads(pickle.dumps(settings)) == settings  # how spawn hands them over
+    assert pickle.loads(pickle.dumps(settings)) == settings  # how the fork server hands them over
     # Workers share the cores: each leaves the others (and its event loop) theirs.
     assert ServeSettings(workers=4).inference_threads() == max(1, (os.cpu_count() or 2) // 4 - 1)
 
 
-def test_reload_board_reaches_the_other_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_workers_agree_on_concurrent_reloads_and_report_a_failed_follow(
+    ckpts, under_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two workers' services in one event loop, sharing a state folder as --workers do."""
     import asyncio
 
-    import serve.workers
-    from serve.workers import ReloadBoard
+    import serve.service
+    import serve.worker_sync
+    from serve.metrics import Metrics
+    from serve.service import Service
 
-    monkeypatch.setattr(serve.workers, "POLL_S", 0.01)
-    path = tmp_path / "reload.json"
-    loads: list[str] = []
+    monkeypatch.setattr(serve.worker_sync, "POLL_S", 0.05)
+    monkeypatch.setattr(serve.service, "STALE_S", 0.5)
+    state = under_root / "state"
+    state.mkdir()
+    doomed = under_root / "doomed"
+    shutil.copytree(ckpts["cbam_rgb"], doomed)
 
-    async def load(source: str) -> None:
-        loads.append(source)
-        if source == "broken":
-            raise RuntimeError("no such checkpoint")
+    def service(index: int) -> Service:
+        return Service(
+            ServeSettings(
+                model=str(ckpts["cbam"]),
+                workers=2,
+                state_dir=str(state),
+                worker_index=index,
+                threads=1,
+            ),
+            Metrics(),
+        )
+
+    async def settle(*services: Service) -> None:
+        for _ in range(200):
+            behind = [s.sync.behind(s.generation) for s in services]
+            if all(n is None or n == s.sync.failed for n, s in zip(behind, services, strict=True)):
+                return
+            await asyncio.sleep(0.05)
 
     async def scenario() -> None:
-        me, other = ReloadBoard(path), ReloadBoard(path)
-        follower = asyncio.create_task(me.follow(load))
-        await asyncio.sleep(0.05)
-        assert loads == []  # nothing announced yet
-        other.announce("broken")  # a failing load is logged; the follower keeps following
-        await asyncio.sleep(0.05)
-        other.announce("runs/b")
-        await asyncio.sleep(0.05)
-        me.announce("runs/mine")  # our own announcement is not news to us
-        await asyncio.sleep(0.05)
-        follower.cancel()
+        a, b = service(0), service(1)
+        await a.start()
+        await b.start()
+        try:
+            # Reloads arriving at both workers at once run one after another, numbered 1, 2.
+            infos = await asyncio.gather(
+                a.reload(str(ckpts["ecab"])), b.reload(str(ckpts["bridge_rgb"]))
+            )
+            assert sorted(i.generation for i in infos) == [1, 2]
+            await settle(a, b)
+            last = max(infos, key=lambda i: i.generation)
+            assert a.generation == b.generation == 2
+            assert a.handle.path == b.handle.path == Path(last.path)
+            assert a.readiness().status == b.readiness().status == "ready"
+            # Every worker's generation, from their heartbeats.
+            await asyncio.sleep(1.2)
+            assert [(w.index, w.generation, w.ready) for w in a.readiness().workers] == [
+                (0, 2, True),
+                (1, 2, True),
+            ]
+            # A reload the other worker cannot follow: it keeps serving, but is not ready.
+            await a.reload(str(doomed))
+            shutil.rmtree(doomed)
+            await settle(b)
+            assert b.generation == 2 and b.handle.path == Path(last.path)
+            ready = b.readiness()
+            assert ready.status == "not ready" and "reload 3" in ready.reason
+            assert "failed" in ready.reason and a.readiness().status == "ready"
+            # The next good reload brings it back.
+            await a.reload(str(ckpts["cbam"]))
+            await settle(b)
+            assert b.generation == 4 and b.readiness().status == "ready"
+            # A worker whose heartbeat stopped (it died or hangs) is listed as not ready.
+            await b.sync.stop()
+            await asyncio.sleep(0.6)
+            assert [w.ready for w in a.readiness().workers] == [True, False]
+        finally:
+            await a.stop()
+            await b.stop()
 
     asyncio.run(scenario())
-    assert loads == ["broken", "runs/b"]
-    # A worker restarted after reloads loads the latest announcement, not its --model.
-    assert ReloadBoard(path).source == "runs/mine"
-    assert ReloadBoard(tmp_path / "none.json").source is None
