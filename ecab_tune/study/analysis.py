@@ -134,6 +134,8 @@ def _ablation_lines(spec: StudySpec, rows: Rows) -> list[str]:
     if not spec.ablations:
         return []
     arms = _by_arm(rows, "ablation", spec.train.epochs)
+    if not any(arms.get(label) for label in spec.ablations):
+        return []
     family = {c.name: c for c in ablation_family(spec, rows)}
     seeds = range(spec.ablation_seeds)
     focus = {s: r for s, r in arms.get(spec.focus, {}).items() if s in seeds}
