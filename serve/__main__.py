@@ -38,6 +38,7 @@ FLAGS = {
     "top_k": (int, "classes returned by default (default 5)"),
     "model_root": (str, "/reload loads only under this folder (default: the folder holding "
                    "--model's experiment)"),
+    "ray_gpus": (float, "GPU share per Ray Serve replica with --device cuda (default 0.25)"),
     "workers": (int, "server processes, each with its own model copy (default 1; on CPU about "
                 "one per core: one process is GIL-bound)"),
 }
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-replicas",
         type=int,
         metavar="N",
-        help="serve with N Ray Serve replicas (each reserves --threads CPUs, or 1, and a GPU "
+        help="serve with N Ray Serve replicas (each reserves --threads CPUs, or 1, and --ray-gpus of a GPU "
         "when --device is cuda) behind Ray Serve's proxy on --host/--port",
     )
     ray.add_argument(

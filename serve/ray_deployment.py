@@ -64,7 +64,7 @@ def application(settings: ServeSettings, replicas: int) -> ray_serve.Application
     cpus = settings.threads or 1
     resources: dict[str, Any] = {
         "num_cpus": cpus,
-        "num_gpus": 1 if settings.device.startswith("cuda") else 0,
+        "num_gpus": settings.ray_gpus if settings.device.startswith("cuda") else 0,
     }
     # Pin the replica's torch threads to its reservation: the single-process default (all
     # cores but one) would have every replica on a node oversubscribe the same cores.

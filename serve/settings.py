@@ -93,6 +93,13 @@ class ServeSettings(BaseSettings):
         description="/reload loads only checkpoints under this folder (relative paths are "
         "taken from it); default: the folder holding --model's experiment",
     )
+    ray_gpus: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="share of a GPU each Ray Serve replica reserves with --device cuda: a "
+        "small model needs a fraction, and fractions let replicas share a card",
+    )
     workers: int = Field(
         default=1,
         ge=1,

@@ -145,3 +145,22 @@ def test_api_ports_line_up(services: dict[str, dict[str, Any]]) -> None:
         probe = " ".join(service["healthcheck"]["test"])
         host = "ray-head" if ray is not None else "127.0.0.1"
         assert f"http://{host}:{settings.port}/" in probe, f"{name}: healthcheck asks {probe}"
+
+
+def test_each_gpu_and_core_is_advertised_once(services: dict[str, dict[str, Any]]) -> None:
+    from ray.scripts.scripts import start
+
+    def params(name: str) -> dict[str, Any]:
+        return start.make_context("ray start", argv_of(services[name]["command"])[2:]).params
+
+    head, worker = params("ray-head"), params("ray-worker")
+    assert head["num_gpus"] == 0 and head["num_cpus"], "the head schedules no GPU trial"
+    assert worker["num_cpus"], "an explicit core count: not every core of a shared host"
+    # One worker per host takes all its GPUs; a second copy on the host would re-advertise them.
+    deploy = services["ray-worker"]["deploy"]
+    assert deploy["replicas"] == 1
+    (device,) = deploy["resources"]["reservations"]["devices"]
+    assert device["count"] == "all" and worker["num_gpus"] is None  # Ray counts what it sees
+    for name, service in services.items():
+        if name != "ray-worker":
+            assert "deploy" not in service, f"{name} must not reserve GPUs"

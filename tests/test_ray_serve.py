@@ -109,3 +109,14 @@ def test_replicas_use_as_many_threads_as_they_reserve(tmp_path) -> None:
     assert deployment.ray_actor_options["num_cpus"] == 1
     (bound,) = app._bound_deployment.init_args
     assert bound.threads == 1 and bound.inference_threads() == 1
+
+
+def test_replicas_on_cuda_reserve_a_fraction_of_a_gpu(tmp_path) -> None:
+    from serve.ray_deployment import application
+
+    default = application(ServeSettings(model=str(tmp_path), device="cuda"), replicas=4)
+    assert default._bound_deployment.ray_actor_options["num_gpus"] == 0.25
+    half = application(ServeSettings(model=str(tmp_path), device="cuda", ray_gpus=0.5), 2)
+    assert half._bound_deployment.ray_actor_options["num_gpus"] == 0.5
+    on_cpu = application(ServeSettings(model=str(tmp_path)), replicas=2)
+    assert on_cpu._bound_deployment.ray_actor_options["num_gpus"] == 0
