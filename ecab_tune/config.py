@@ -64,6 +64,9 @@ class TrainConfig:
         metadata=_help("auto: bf16 on compute capability 8.0+, fp16 on older GPUs, fp32 on CPU"),
     )
     channels_last: bool = field(default=True, metadata=_help("channels_last memory (CUDA only)"))
+    compile: bool = field(
+        default=False, metadata=_help("torch.compile the model (same outputs, fused kernels)")
+    )
     deterministic: bool = field(
         default=False, metadata=_help("bit-exact CUDA kernels (slower); off: cuDNN autotuning")
     )
