@@ -1,12 +1,13 @@
 """File names inside an experiment folder, shared by the search, the report and the service.
 
-    runs/<name>/
-      trial_<id>/params.json   the sampled parameters (Ray Tune's own)
-      trial_<id>/result.json   one JSON line per reported epoch (Ray Tune's own)
-      trial_<id>/error.txt     the last error of a trial that raised (Ray Tune's own)
-      optuna.db                the Optuna study (SQLite)
-      summary.json             written when the search ends: best metrics and every trial
-      best/                    the exported best checkpoint, with a copy of the space file
+runs/<name>/
+  trial_<id>/params.json   the sampled parameters (Ray Tune's own)
+  trial_<id>/result.json   one JSON line per reported epoch (Ray Tune's own)
+  trial_<id>/error.txt     the last error of a trial that raised (Ray Tune's own)
+  optuna.db                the Optuna study (SQLite)
+  search.json              the resolved search config, written when it starts (--resume)
+  summary.json             written when the search ends or is interrupted: every trial
+  best/                    the exported best checkpoint, with a copy of the space file
 """
 
 EXPORT_DIR = "best"
@@ -16,4 +17,5 @@ RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"  # the trial's sampled parameters (Ray Tune's own)
 ERROR_FILE = "error.txt"  # ray.tune.result.EXPR_ERROR_FILE, without importing Ray
 SUMMARY_FILE = "summary.json"
+SEARCH_FILE = "search.json"
 SPACE_COPY = "search_space.yaml"

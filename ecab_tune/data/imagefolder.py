@@ -89,7 +89,8 @@ def _read_images(folder: Path, classes: tuple[str, ...], size: int, every_class:
     for label, name in enumerate(classes):
         class_dir = folder / name
         files = sorted(
-            p for p in class_dir.glob("*")
+            p
+            for p in class_dir.glob("*")
             if p.is_file() and p.name[0] != "." and p.suffix.lower() in extensions
         )
         if every_class and not files:

@@ -36,6 +36,9 @@ def image_to_uint8(
 
 def _has_alpha(image: Image.Image) -> bool:
     bands = image.getbands()
-    return "A" in bands or "a" in bands or "transparency" in image.info or (
-        image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
+    return (
+        "A" in bands
+        or "a" in bands
+        or "transparency" in image.info
+        or (image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA")
     )

@@ -38,10 +38,13 @@ class DataInfo:
             isinstance(self.classes, tuple)
             and len(self.classes) > 0
             and all(isinstance(c, str) for c in self.classes),
-            "classes", self.classes, "a non-empty tuple of strings",
+            "classes",
+            self.classes,
+            "a non-empty tuple of strings",
         )
-        _expect(_is_int(self.channels) and self.channels in (1, 3), "channels", self.channels,
-                "1 or 3")
+        _expect(
+            _is_int(self.channels) and self.channels in (1, 3), "channels", self.channels, "1 or 3"
+        )
         for key in ("height", "width"):
             value = getattr(self, key)
             _expect(_is_int(value) and value > 0, key, value, "a positive integer")
@@ -51,11 +54,17 @@ class DataInfo:
                 isinstance(value, tuple)
                 and len(value) == self.channels
                 and all(_is_number(v) for v in value),
-                key, value, f"a tuple of {self.channels} numbers (one per channel)",
+                key,
+                value,
+                f"a tuple of {self.channels} numbers (one per channel)",
             )
         _expect(all(s > 0 for s in self.std), "std", self.std, "positive values")
-        _expect(_is_int(self.crop_padding) and self.crop_padding >= 0, "crop_padding",
-                self.crop_padding, "an integer >= 0")
+        _expect(
+            _is_int(self.crop_padding) and self.crop_padding >= 0,
+            "crop_padding",
+            self.crop_padding,
+            "an integer >= 0",
+        )
         _expect(isinstance(self.flip, bool), "flip", self.flip, "true or false")
 
     def to_dict(self) -> dict[str, Any]:

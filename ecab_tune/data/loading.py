@@ -59,5 +59,5 @@ def _read(
     if name in CIFAR:
         return read_cifar(name, root, download)
     if name.startswith(IMAGEFOLDER) and len(name) > len(IMAGEFOLDER):
-        return read_imagefolder(Path(name[len(IMAGEFOLDER):]), image_size, seed)
+        return read_imagefolder(Path(name[len(IMAGEFOLDER) :]), image_size, seed)
     raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")

@@ -25,8 +25,18 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 FASHION_MNIST = DataInfo(
     name="fashion-mnist",
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-             "Sneaker", "Bag", "Ankle boot"),
+    classes=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
     channels=1,
     height=28,
     width=28,
@@ -167,8 +177,17 @@ def read_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, Dat
         )
     meta_path = folder / spec.meta_file
     classes = tuple(_text(c) for c in _entry(_load_pickle(meta_path), spec.names_key, meta_path))
-    info = DataInfo(name, classes, 3, _CIFAR_SIDE, _CIFAR_SIDE, spec.mean, spec.std,
-                    crop_padding=_CIFAR_CROP_PADDING, flip=True)
+    info = DataInfo(
+        name,
+        classes,
+        3,
+        _CIFAR_SIDE,
+        _CIFAR_SIDE,
+        spec.mean,
+        spec.std,
+        crop_padding=_CIFAR_CROP_PADDING,
+        flip=True,
+    )
     train = _cifar_split([folder / f for f in spec.train_files], spec.labels_key, len(classes))
     test = _cifar_split([folder / spec.test_file], spec.labels_key, len(classes))
     return train, test, info
@@ -180,8 +199,12 @@ def _cifar_split(paths: list[Path], labels_key: str, num_classes: int) -> Split:
         batch = _load_pickle(path)
         data, batch_labels = _entry(batch, "data", path), _entry(batch, labels_key, path)
         row = 3 * _CIFAR_SIDE * _CIFAR_SIDE
-        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-                and data.shape[1] == row):
+        if not (
+            isinstance(data, np.ndarray)
+            and data.dtype == np.uint8
+            and data.ndim == 2
+            and data.shape[1] == row
+        ):
             raise ValueError(f"{path}: 'data' must be a uint8 array of N×{row} pixel rows")
         if len(batch_labels) != len(data):
             raise ValueError(f"{path}: {len(batch_labels)} labels for {len(data)} images")
@@ -197,15 +220,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     so a crafted file cannot call code while it is read.
     """
 
-    ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    })
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:

@@ -1,6 +1,6 @@
 """The model zoo: CIFAR ResNets × attention gates, built by name.
 
-    create_model("resnet20", "ecab", fusion="concat", layers="last2", num_classes=10)
+create_model("resnet20", "ecab", fusion="concat", layers="last2", num_classes=10)
 """
 
 from ecab_tune.models import resnet as _resnet  # noqa: F401  (registers the architectures)

@@ -134,8 +134,10 @@ class BridgeAttention(AttentionModule):
         assert descriptors is not None, "a bridge gate needs the descriptors of its sources"
         if self.projections is not None:
             descriptors = [p(d) for p, d in zip(self.projections, descriptors, strict=True)]
-        fused = torch.stack(descriptors).sum(0) if self.fusion == "sum" else torch.cat(
-            descriptors, dim=1
+        fused = (
+            torch.stack(descriptors).sum(0)
+            if self.fusion == "sum"
+            else torch.cat(descriptors, dim=1)
         )
         if self.hidden is not None:
             fused = self.hidden(fused)
