@@ -383,22 +383,13 @@ class _DropRayResumeHints(logging.Filter):
 
 
 @contextlib.contextmanager
-def terminal_session(verbose: bool) -> Iterator[list[int]]:
-    """For the length of a search: SIGTERM stops it as Ctrl-C does (Tune stops its trials and
-    saves its state on SIGINT), Ray's restore hints are dropped (we print our command), and
-    unless `verbose` Ray's and Optuna's own progress output stays quiet (our lines replace it).
-    Yields the stop signals received."""
+def quiet_ray_output(verbose: bool) -> Iterator[None]:
+    """For the length of a search: Ray's restore hints are dropped (we print our command), and
+    unless `verbose` Ray's and Optuna's own progress output stays quiet (our lines replace it)."""
     import optuna
-
-    received: list[int] = []
-
-    def on_term(signum: int, frame: Any) -> None:
-        received.append(signum)
-        signal.raise_signal(signal.SIGINT)
 
     ray_tune_log = logging.getLogger("ray.tune.tune")
     hints = _DropRayResumeHints()
-    previous = signal.signal(signal.SIGTERM, on_term)
     ray_tune_log.addFilter(hints)
     ray_tune_level = ray_tune_log.level
     optuna_verbosity = optuna.logging.get_verbosity()
@@ -410,9 +401,8 @@ def terminal_session(verbose: bool) -> Iterator[list[int]]:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         ray_tune_log.setLevel(logging.WARNING)
     try:
-        yield received
+        yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
         ray_tune_log.removeFilter(hints)
         ray_tune_log.setLevel(ray_tune_level)
         optuna.logging.set_verbosity(optuna_verbosity)
@@ -420,6 +410,23 @@ def terminal_session(verbose: bool) -> Iterator[list[int]]:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved_env
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint(received: list[int]) -> Iterator[None]:
+    """SIGTERM stops the search as Ctrl-C does: Tune stops its trials and saves its state on
+    SIGINT. Entered after Ray starts, as `ray.init` installs a SIGTERM handler of its own."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        # Ray's handler is native code, which Python cannot put back: the default then.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
@@ -445,7 +452,8 @@ def run_search(
     callbacks: list[Any] | None = None,
 ) -> Outcome:
     cfg, space = prepare(cfg)
-    with terminal_session(cfg.verbose) as received:
+    received: list[int] = []  # the stop signals, SIGTERM once it came
+    with quiet_ray_output(cfg.verbose):
         try:
             return _search(cfg, space, received, trainable, crash_after_epoch, callbacks)
         except KeyboardInterrupt:
@@ -485,18 +493,37 @@ def _search(
         metric=metric, mode=mode, max_epochs=max_epochs, every_s=cfg.progress_every
     )
     started = time.monotonic()
-    tuner = build_tuner(
-        cfg, space, splits, trainable, crash_after_epoch, [progress, *(callbacks or [])]
-    )
-    if not cfg.resume:
-        stored = {**to_dict(cfg), "space": str(space.path)}
-        (exp_dir / SEARCH_FILE).write_text(json.dumps(stored, indent=2))
-    grid = tuner.fit()
-    table = summarize(grid, metric, mode, max_epochs)
+    with sigterm_as_sigint(received):
+        tuner = build_tuner(
+            cfg, space, splits, trainable, crash_after_epoch, [progress, *(callbacks or [])]
+        )
+        if not cfg.resume:
+            stored = {**to_dict(cfg), "space": str(space.path)}
+            (exp_dir / SEARCH_FILE).write_text(json.dumps(stored, indent=2))
+        grid = tuner.fit()
+        table = summarize(grid, metric, mode, max_epochs)
+        print(
+            f"\n[search] {cfg.num_samples} trials in {duration(time.monotonic() - started)}: "
+            f"{tally(table, int(cfg.num_samples))}\n" + format_table(table, metric),
+            flush=True,
+        )
+        return conclude(grid, table, cfg, space, splits, received)
+
+
+def conclude(
+    grid: Any,
+    table: list[dict[str, Any]],
+    cfg: SearchConfig,
+    space: SearchSpace,
+    splits: Splits,
+    received: list[int],
+) -> Outcome:
+    """Export the best trial (an interrupted search only with --export-partial), write the
+    summary, and for an interrupted search record its trials' statuses and say how to resume."""
+    exp_dir = cfg.experiment_dir
     unfinished = len(table) < int(cfg.num_samples) or any(
         r["status"] in (statuses.INTERRUPTED, statuses.PENDING) for r in table
     )
-    interrupted_by = (received[0] if received else signal.SIGINT) if unfinished else None
     if unfinished:
         from ecab_tune.tuning import record_unfinished
 
@@ -505,13 +532,8 @@ def _search(
             str(cfg.name),
             {r["trial_id"]: (r["status"], r["epochs"]) for r in table},
         )
-    print(
-        f"\n[search] {cfg.num_samples} trials in {duration(time.monotonic() - started)}: "
-        f"{tally(table, int(cfg.num_samples))}\n" + format_table(table, metric),
-        flush=True,
-    )
     best_dir, best = None, None
-    if interrupted_by is None or cfg.export_partial:
+    if not unfinished or cfg.export_partial:
         try:
             best_dir = export_best(grid, cfg, space, splits, table, partial=unfinished)
         except RuntimeError as exc:
@@ -525,9 +547,10 @@ def _search(
         )
     summary = {"best": best, "interrupted": unfinished, "trials": table, "search": to_dict(cfg)}
     (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-    if interrupted_by is not None:
-        print(f"interrupted: resume with {resume_command(cfg)}", flush=True)
-    return Outcome(exp_dir, best_dir, best, table, interrupted_by)
+    if not unfinished:
+        return Outcome(exp_dir, best_dir, best, table)
+    print(f"interrupted: resume with {resume_command(cfg)}", flush=True)
+    return Outcome(exp_dir, best_dir, best, table, received[0] if received else signal.SIGINT)
 
 
 def build_parser() -> argparse.ArgumentParser:
