@@ -54,7 +54,7 @@ def test_the_dashboard_serves_every_trials_learning_curve(tmp_path):
         deadline = time.monotonic() + 30
         while True:
             try:
-                studies = get_json(f"http://127.0.0.1:{port}/api/studies")["studies"]
+                studies = get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
                 break
             except OSError:
                 assert time.monotonic() < deadline, "the dashboard did not answer"
