@@ -506,7 +506,7 @@ def best_section(exp: Experiment, cfg: ReportConfig) -> list[Block]:
         f"Epochs: {best.epochs} of {exp.max_epochs} ({best.status})",
         f"Params: {_params(best.params)}",
     ]
-    exported = (exp.summary or {}).get("best", {})
+    exported = (exp.summary or {}).get("best") or {}  # None: interrupted, nothing exported
     if exported.get("trial_id") == best.trial_id and "test_acc" in exported:
         items.append(
             f"Exported model ({EXPORT_DIR}/): test_acc {_cell(exported['test_acc'])} on "
