@@ -142,8 +142,11 @@ RUNTIME_KEYS = (
 
 
 def stored_config(cfg: SearchConfig) -> SearchConfig:
-    """For --resume: the config the search started with, with this run's runtime flags."""
+    """For --resume: the config the search started with, with this run's runtime flags (a
+    search begun before search.json existed takes the command line's, as it did then)."""
     path = cfg.experiment_dir / SEARCH_FILE
+    if not path.exists():
+        return cfg
     try:
         stored = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
