@@ -18,7 +18,7 @@ from search_support import (
 from ecab_tune import checkpoint, statuses
 from ecab_tune.data import load_dataset
 from ecab_tune.engine import evaluate
-from ecab_tune.search import SearchConfig, main, resume_command, run_search
+from ecab_tune.search import SearchConfig, main, prepare, resume_command, run_search
 from ecab_tune.trainable import CRASH_MARKER
 from ecab_tune.tuning import BudgetAwareOptunaSearch, ResumableASHA, _TrialRef
 
@@ -186,6 +186,19 @@ def test_the_resume_command_names_storage_only_when_it_is_not_the_default():
     assert resume_command(SearchConfig(name="q", storage="/data/my runs")) == (
         "python -m ecab_tune.search --name q --storage '/data/my runs' --resume"
     )
+
+
+def test_resume_takes_the_search_from_its_folder_and_runtime_flags_from_the_command(tmp_path):
+    started = SearchConfig(space="quick", name="q", storage=str(tmp_path), subset=600, seed=3)
+    exp = tmp_path / "q"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "search.json").write_text(json.dumps({**started.__dict__, "max_epochs": 2}))
+    cfg, space = prepare(
+        SearchConfig(name="q", storage=str(tmp_path), resume=True, progress_every=5, seed=9)
+    )
+    assert space.name == "quick" and (cfg.subset, cfg.seed, cfg.max_epochs) == (600, 3, 2)
+    assert cfg.progress_every == 5 and cfg.resume
 
 
 # ---------------------------------------------------------------- the terminal and Ctrl-C
