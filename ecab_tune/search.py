@@ -134,10 +134,11 @@ class SearchConfig:
         )
 
 
-# What a resumed search takes from the command line; everything else is the search's own.
+# What a resumed search takes from the command line; everything else is the search's own
+# (its output settings too: Tune restores the progress callback and verbosity it started with).
 RUNTIME_KEYS = (
     "name", "storage", "resume", "address", "dashboard", "cpus_per_trial", "gpus_per_trial",
-    "max_concurrent", "progress_every", "verbose", "export_partial",
+    "max_concurrent", "export_partial",
 )  # fmt: skip
 
 

@@ -195,10 +195,10 @@ def test_resume_takes_the_search_from_its_folder_and_runtime_flags_from_the_comm
     (exp / "tuner.pkl").write_bytes(b"")
     (exp / "search.json").write_text(json.dumps({**started.__dict__, "max_epochs": 2}))
     cfg, space = prepare(
-        SearchConfig(name="q", storage=str(tmp_path), resume=True, progress_every=5, seed=9)
+        SearchConfig(name="q", storage=str(tmp_path), resume=True, export_partial=True, seed=9)
     )
     assert space.name == "quick" and (cfg.subset, cfg.seed, cfg.max_epochs) == (600, 3, 2)
-    assert cfg.progress_every == 5 and cfg.resume
+    assert cfg.export_partial and cfg.resume
 
 
 # ---------------------------------------------------------------- the terminal and Ctrl-C
