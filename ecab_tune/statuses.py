@@ -2,8 +2,8 @@
 
 A trial that has ended is `finished` (ran its full budget), `stopped early` (the scheduler
 stopped it), `diverged` (NaN loss) or `errored` (raised, and its retries ran out). A search
-that was interrupted leaves the trials it had started `interrupted` and the others `pending`;
-`--resume` continues both. `running` is only ever said of a search that is still going.
+that was interrupted leaves the trials that had done an epoch `interrupted` and the others
+`pending`; `--resume` continues both. `running` is only ever said of a search still going.
 """
 
 from __future__ import annotations
