@@ -5,7 +5,8 @@ runs/<name>/
   trial_<id>/result.json   one JSON line per reported epoch (Ray Tune's own)
   trial_<id>/error.txt     the last error of a trial that raised (Ray Tune's own)
   optuna.db                the Optuna study (SQLite)
-  summary.json             written when the search ends: best metrics and every trial
+  search.json              the resolved search config, written when it starts (--resume)
+  summary.json             written when the search ends or is interrupted: every trial
   best/                    the exported best checkpoint, with a copy of the space file
 """
 
@@ -16,4 +17,5 @@ RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"  # the trial's sampled parameters (Ray Tune's own)
 ERROR_FILE = "error.txt"  # ray.tune.result.EXPR_ERROR_FILE, without importing Ray
 SUMMARY_FILE = "summary.json"
+SEARCH_FILE = "search.json"
 SPACE_COPY = "search_space.yaml"

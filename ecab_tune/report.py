@@ -28,18 +28,18 @@ from ecab_tune.layout import (
     TRIAL_PREFIX,
 )
 from ecab_tune.space import ATTN_PREFIX, Param, SearchSpace, SpaceError, load_space
+from ecab_tune.statuses import (
+    DIVERGED,
+    ERRORED,
+    INTERRUPTED,
+    PENDING,
+    RUNNING,
+    STATUSES,
+    ended_status,
+)
 
 REPORT_DIR = "report"
 TOP_TRIALS = 10
-
-FINISHED, STOPPED, DIVERGED, ERRORED, RUNNING = (
-    "finished",
-    "stopped early",
-    "diverged",
-    "errored",
-    "running",
-)
-STATUSES = (FINISHED, STOPPED, DIVERGED, ERRORED, RUNNING)
 
 
 # ---------------------------------------------------------------- the experiment's records
@@ -88,7 +88,7 @@ class Experiment:
 
     @property
     def partial(self) -> bool:
-        return self.summary is None
+        return self.summary is None or bool(self.summary.get("interrupted"))
 
     def counts(self) -> Counter[str]:
         return Counter(t.status for t in self.trials)
@@ -129,7 +129,7 @@ def trial_status(folder: Path, results: list[dict[str, Any]], max_epochs: int, e
     last = results[-1] if results else {}
     if last.get("diverged"):
         return DIVERGED
-    by_budget = FINISHED if last.get("epoch", 0) >= max_epochs else STOPPED
+    by_budget = ended_status(last.get("epoch", 0), max_epochs)
     # Ray marks the result on which a scheduler stopped a trial as done; one that returned on
     # its own (FIFO) writes no such result and is only known to have ended once the search has.
     if last.get("done"):
@@ -179,8 +179,12 @@ def load_experiment(exp_dir: Path) -> Experiment:
         longest = max((r[-1]["epoch"] for _, r in raw if r), default=1)
         max_epochs, source = longest, "assumed: the longest trial so far"
 
+    # The search's own word for each trial, once it ended or was interrupted.
+    said = {r.get("trial_id"): r.get("status") for r in (summary or {}).get("trials", [])}
+    ended = summary is not None and not summary.get("interrupted")
     trials = []
     for folder, results in raw:
+        trial_id = folder.name.removeprefix(TRIAL_PREFIX)
         by_epoch = {r["epoch"]: r for r in results}  # a re-reported epoch keeps its last result
         params = read_json(folder / PARAMS_FILE)
         if not isinstance(params, dict):
@@ -188,10 +192,12 @@ def load_experiment(exp_dir: Path) -> Experiment:
         starts = [r["fit_started_at"] for r in results if "fit_started_at" in r]
         trials.append(
             TrialRecord(
-                trial_id=folder.name.removeprefix(TRIAL_PREFIX),
+                trial_id=trial_id,
                 params=params,
                 history=tuple(by_epoch[e] for e in sorted(by_epoch)),
-                status=trial_status(folder, results, max_epochs, ended=summary is not None),
+                status=said[trial_id]
+                if said.get(trial_id) in STATUSES
+                else trial_status(folder, results, max_epochs, ended=ended),
                 started_at=min(starts) if starts else folder.stat().st_mtime,
             )
         )
@@ -457,13 +463,21 @@ def _params(params: dict[str, Any]) -> str:
 
 def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
     counts = exp.counts()
-    tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
-    state = (
-        "Partial experiment: no summary.json yet, so the search is still running or was stopped "
-        "before it finished; everything below covers the trials recorded so far."
-        if exp.partial
-        else "Finished experiment (summary.json present)."
+    tally = ", ".join(
+        f"{counts[s]} {s}" for s in STATUSES if counts[s] or s not in (INTERRUPTED, PENDING)
     )
+    if exp.summary is None:
+        state = (
+            "Partial experiment: no summary.json yet, so the search is still running or was "
+            "killed; everything below covers the trials recorded so far."
+        )
+    elif exp.partial:
+        state = (
+            "Interrupted experiment: `python -m ecab_tune.search --name NAME --resume` "
+            "continues it; everything below covers the trials recorded so far."
+        )
+    else:
+        state = "Finished experiment (summary.json present)."
     return [
         Heading(1, f"Search report: {exp.path.name}"),
         Paragraph(state),
@@ -492,7 +506,7 @@ def best_section(exp: Experiment, cfg: ReportConfig) -> list[Block]:
         f"Epochs: {best.epochs} of {exp.max_epochs} ({best.status})",
         f"Params: {_params(best.params)}",
     ]
-    exported = (exp.summary or {}).get("best", {})
+    exported = (exp.summary or {}).get("best") or {}  # None: interrupted, nothing exported
     if exported.get("trial_id") == best.trial_id and "test_acc" in exported:
         items.append(
             f"Exported model ({EXPORT_DIR}/): test_acc {_cell(exported['test_acc'])} on "

@@ -8,24 +8,36 @@ that `python -m serve` loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
+import shlex
 import shutil
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ecab_tune import checkpoint
+from ecab_tune import checkpoint, statuses
 from ecab_tune.cluster import check_resources, start_ray
 from ecab_tune.config import DataConfig, add_arguments, from_args, to_dict
 from ecab_tune.data import DatasetNotFoundError, Splits
 from ecab_tune.engine import evaluate
-from ecab_tune.layout import EXPORT_DIR, OPTUNA_DB, SPACE_COPY, SUMMARY_FILE, TRIAL_PREFIX
+from ecab_tune.layout import (
+    EXPORT_DIR,
+    OPTUNA_DB,
+    SEARCH_FILE,
+    SPACE_COPY,
+    SUMMARY_FILE,
+    TRIAL_PREFIX,
+)
 from ecab_tune.space import SearchSpace, SpaceError, load_space
 from ecab_tune.train import load_data
 
@@ -71,12 +83,24 @@ class SearchConfig:
         default="pruned",
         metadata=_help("how ASHA-stopped trials reach Optuna: pruned (budget-aware) or complete"),
     )
+    progress_every: float = field(
+        default=30.0, metadata=_help("seconds between status lines while the search runs")
+    )
+    verbose: bool = field(
+        default=False, metadata=_help("also print Ray Tune's own trial tables and result boxes")
+    )
+    export_partial: bool = field(
+        default=False,
+        metadata=_help("on Ctrl-C/SIGTERM, still export the best trial so far (marked partial)"),
+    )
 
     def __post_init__(self) -> None:
         for key in ("subset", "num_samples", "max_epochs", "max_concurrent"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"--{key.replace('_', '-')}={value} must be >= 1")
+        if not self.progress_every > 0:
+            raise ValueError(f"--progress-every={self.progress_every} must be > 0")
         check_resources(self.cpus_per_trial, self.gpus_per_trial)
         if self.resume and not self.name:
             raise ValueError("--resume needs --name of the experiment to continue")
@@ -110,12 +134,50 @@ class SearchConfig:
         )
 
 
+# What a resumed search takes from the command line; everything else is the search's own
+# (its output settings too: Tune restores the progress callback and verbosity it started with).
+RUNTIME_KEYS = (
+    "name", "storage", "resume", "address", "dashboard", "cpus_per_trial", "gpus_per_trial",
+    "max_concurrent", "export_partial",
+)  # fmt: skip
+
+
+def stored_config(cfg: SearchConfig) -> SearchConfig:
+    """For --resume: the config the search started with, with this run's runtime flags (a
+    search begun before search.json existed takes the command line's, as it did then)."""
+    path = cfg.experiment_dir / SEARCH_FILE
+    if not path.exists():
+        return cfg
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume: cannot read {path} ({exc})") from exc
+    names = {f.name for f in dataclasses.fields(SearchConfig)}
+    kept = {k: v for k, v in stored.items() if k in names and k not in RUNTIME_KEYS}
+    return dataclasses.replace(cfg, **kept)
+
+
+def resume_command(cfg: SearchConfig) -> str:
+    default_storage = SearchConfig.__dataclass_fields__["storage"].default
+    words = ["python", "-m", "ecab_tune.search", "--name", str(cfg.name)]
+    if cfg.storage != default_storage:
+        words += ["--storage", cfg.storage]
+    return shlex.join([*words, "--resume"])
+
+
 @dataclass
 class Outcome:
     experiment_dir: Path
-    best_dir: Path
-    best: dict[str, Any]
+    best_dir: Path | None  # None: interrupted and not exported
+    best: dict[str, Any] | None
     table: list[dict[str, Any]]
+    interrupted_by: int | None = None  # the signal that stopped the search early
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by  # the shell's convention: 130 SIGINT, 143 SIGTERM
+        return 0 if self.best_dir is not None and self.best_dir.is_dir() else 1
 
 
 def make_sampler(cfg: SearchConfig, space: SearchSpace) -> Any:
@@ -148,7 +210,9 @@ def build_tuner(
     from ecab_tune.tuning import BudgetAwareOptunaSearch, ResumableASHA
 
     exp_dir = cfg.experiment_dir
-    spec = TrialSpec(space, int(cfg.max_epochs), cfg.seed, str(exp_dir), crash_after_epoch)
+    spec = TrialSpec(
+        space, int(cfg.max_epochs), cfg.seed, str(exp_dir), crash_after_epoch, cfg.verbose
+    )
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     fn = tune.with_resources(
         tune.with_parameters(trainable or run_trial, spec=spec, data=splits), resources
@@ -169,6 +233,7 @@ def build_tuner(
         storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / OPTUNA_DB}"),
         max_epochs=int(cfg.max_epochs),
         stopped_as_pruned=cfg.stopped_trials == "pruned",
+        experiment_dir=exp_dir,
     )
     scheduler = (
         ResumableASHA(
@@ -200,12 +265,24 @@ def build_tuner(
                 num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode
             ),
             callbacks=callbacks,
-            verbose=1,
+            # Our progress lines replace Ray's tables and result boxes unless asked for.
+            verbose=1 if cfg.verbose else 0,
         ),
     )
 
 
-def summarize(grid: Any, metric: str, mode: str) -> list[dict[str, Any]]:
+def trial_status(result: Any, max_epochs: int) -> str:
+    """A trial's status from its Ray Tune result: Tune marks the result it ended on `done`."""
+    last = result.metrics or {}
+    epochs = int(last.get("training_iteration", 0))
+    if last.get("done"):
+        return statuses.ended_status(epochs, max_epochs, diverged=bool(last.get("diverged")))
+    if result.error:
+        return statuses.ERRORED
+    return statuses.INTERRUPTED if epochs else statuses.PENDING
+
+
+def summarize(grid: Any, metric: str, mode: str, max_epochs: int) -> list[dict[str, Any]]:
     """One row per trial, best first: its best metric, epochs run, time and parameters."""
     pick = max if mode == "max" else min
     rows = []
@@ -219,13 +296,11 @@ def summarize(grid: Any, metric: str, mode: str) -> list[dict[str, Any]]:
         last = result.metrics or {}
         rows.append(
             {
-                "trial_id": last.get("trial_id", "?"),
+                "trial_id": Path(result.path).name.removeprefix(TRIAL_PREFIX),
                 metric: pick(values) if values else float("nan"),
                 "epochs": last.get("training_iteration", 0),
                 "time_s": last.get("time_total_s", 0.0),
-                "status": "error"
-                if result.error
-                else ("diverged" if last.get("diverged") else "done"),
+                "status": trial_status(result, max_epochs),
                 "params": dict(result.config or {}),
             }
         )
@@ -235,14 +310,23 @@ def summarize(grid: Any, metric: str, mode: str) -> list[dict[str, Any]]:
     )
 
 
+def tally(rows: list[dict[str, Any]], num_samples: int) -> str:
+    """`2 finished, 3 stopped early, 1 pending`; trials Tune had not created yet are pending."""
+    counts = Counter(r["status"] for r in rows)
+    counts[statuses.PENDING] += max(0, num_samples - len(rows))
+    return ", ".join(f"{counts[s]} {s}" for s in statuses.STATUSES if counts[s])
+
+
 def format_table(rows: list[dict[str, Any]], metric: str, limit: int = 10) -> str:
-    lines = [f"{'trial':<12} {metric:>8} {'epochs':>6} {'time':>7}  {'status':<8} params"]
+    lines = [f"{'trial':<12} {metric:>8} {'epochs':>6} {'time':>7}  {'status':<13} params"]
     for row in rows[:limit]:
         params = ", ".join(f"{k}={_short(v)}" for k, v in row["params"].items())
         lines.append(
             f"{row['trial_id']:<12} {row[metric]:>8.4f} {row['epochs']:>6} "
-            f"{row['time_s']:>6.0f}s  {row['status']:<8} {params}"
+            f"{row['time_s']:>6.0f}s  {row['status']:<13} {params}"
         )
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more in {SUMMARY_FILE}")
     return "\n".join(lines)
 
 
@@ -250,7 +334,14 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def export_best(grid: Any, cfg: SearchConfig, space: SearchSpace, splits: Splits) -> Path:
+def export_best(
+    grid: Any,
+    cfg: SearchConfig,
+    space: SearchSpace,
+    splits: Splits,
+    table: list[dict[str, Any]],
+    partial: bool = False,
+) -> Path:
     """Copy the best trial's best checkpoint out as a self-contained, servable folder."""
     metric, mode = space.defaults.metric, space.defaults.mode
     best = grid.get_best_result(metric, mode, scope="all", filter_nan_and_inf=True)
@@ -261,22 +352,100 @@ def export_best(grid: Any, cfg: SearchConfig, space: SearchSpace, splits: Splits
         model, meta = checkpoint.load_model(folder)
     val_loss, val_acc = evaluate(model, splits.val or splits.test, splits.info, 1024)
     test_loss, test_acc = evaluate(model, splits.test, splits.info, 1024)
+    trial_id = Path(best.path).name.removeprefix(TRIAL_PREFIX)
     metrics = {
         "val_acc": val_acc,
         "val_loss": val_loss,
         "test_acc": test_acc,
         "test_loss": test_loss,
         "epochs": meta.metrics.get("epoch"),
-        "trial_id": best.metrics.get("trial_id"),
+        "trial_id": trial_id,
         "num_params": sum(p.numel() for p in model.parameters()),
         "test_images": len(splits.test),
     }
-    extra = {"search": to_dict(cfg), "space": space.name, "params": dict(best.config)}
+    status = next((r["status"] for r in table if r["trial_id"] == trial_id), None)
+    extra = {
+        "search": to_dict(cfg),
+        "space": space.name,
+        "params": dict(best.config),
+        "status": status,  # the trial's, in statuses' words
+        "partial": partial,  # True: the search was interrupted before it finished
+    }
     out = cfg.experiment_dir / EXPORT_DIR
     shutil.rmtree(out, ignore_errors=True)
     checkpoint.save(out, model, dataclasses.replace(meta, metrics=metrics, extra=extra))
     shutil.copyfile(space.path, out / SPACE_COPY)
     return out
+
+
+class _DropRayResumeHints(logging.Filter):
+    """Ray's own hints after an interruption name `Tuner.restore(...)`; we print our command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "Tuner.restore(" not in message and "Trials did not complete" not in message
+
+
+@contextlib.contextmanager
+def quiet_ray_output(verbose: bool) -> Iterator[None]:
+    """For the length of a search: Ray's restore hints are dropped (we print our command), and
+    unless `verbose` Ray's and Optuna's own progress output stays quiet (our lines replace it)."""
+    import optuna
+
+    ray_tune_log = logging.getLogger("ray.tune.tune")
+    hints = _DropRayResumeHints()
+    ray_tune_log.addFilter(hints)
+    ray_tune_level = ray_tune_log.level
+    optuna_verbosity = optuna.logging.get_verbosity()
+    # Ray's newer output engine prints its experiment box even when silent; the older one
+    # prints nothing at verbose=0 (RAY_AIR_NEW_OUTPUT is Ray's documented switch).
+    saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        ray_tune_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ray_tune_log.removeFilter(hints)
+        ray_tune_log.setLevel(ray_tune_level)
+        optuna.logging.set_verbosity(optuna_verbosity)
+        if saved_env is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved_env
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint(received: list[int]) -> Iterator[None]:
+    """SIGTERM stops the search as Ctrl-C does: Tune stops its trials and saves its state on
+    SIGINT. Entered after Ray starts, as `ray.init` installs a SIGTERM handler of its own."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        # Ray's handler is native code, which Python cannot put back: the default then.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
+    """The fully specified config and its space; a resumed search's come from its folder."""
+    if cfg.resume:
+        if not (cfg.experiment_dir / "tuner.pkl").is_file():
+            raise ValueError(f"--resume: no experiment to continue at {cfg.experiment_dir}")
+        cfg = stored_config(cfg)
+    space = load_space(cfg.space)
+    cfg = cfg.resolved(space)
+    if not cfg.resume and cfg.experiment_dir.exists():
+        raise ValueError(
+            f"{cfg.experiment_dir} exists: pass --resume to continue it or choose a new --name"
+        )
+    return cfg, space
 
 
 def run_search(
@@ -286,13 +455,34 @@ def run_search(
     crash_after_epoch: int | None = None,
     callbacks: list[Any] | None = None,
 ) -> Outcome:
-    space = load_space(cfg.space)
-    cfg = cfg.resolved(space)
+    cfg, space = prepare(cfg)
+    received: list[int] = []  # the stop signals, SIGTERM once it came
+    with quiet_ray_output(cfg.verbose):
+        try:
+            return _search(cfg, space, received, trainable, crash_after_epoch, callbacks)
+        except KeyboardInterrupt:
+            # A second Ctrl-C, or one outside the trials (loading data, exporting).
+            exp_dir = cfg.experiment_dir
+            print(
+                f"\ninterrupted: resume with {resume_command(cfg)}"
+                if (exp_dir / "tuner.pkl").is_file()
+                else "\ninterrupted before the search started: nothing to resume",
+                flush=True,
+            )
+            return Outcome(exp_dir, None, None, [], received[0] if received else signal.SIGINT)
+
+
+def _search(
+    cfg: SearchConfig,
+    space: SearchSpace,
+    received: list[int],
+    trainable: Callable[..., None] | None,
+    crash_after_epoch: int | None,
+    callbacks: list[Any] | None,
+) -> Outcome:
+    from ecab_tune.progress import SearchProgress, duration
+
     exp_dir = cfg.experiment_dir
-    if cfg.resume and not (exp_dir / "tuner.pkl").is_file():
-        raise ValueError(f"--resume: no experiment to continue at {exp_dir}")
-    if not cfg.resume and exp_dir.exists():
-        raise ValueError(f"{exp_dir} exists: pass --resume to continue it or choose a new --name")
     splits = load_data(cfg.data_config(), cfg.seed)
     print(
         f"[search] space {space.name!r}: {cfg.num_samples} trials x <= {cfg.max_epochs} epochs, "
@@ -302,21 +492,69 @@ def run_search(
     )
     print(f"[search] experiment folder: {exp_dir}", flush=True)
     start_ray(cfg.address, cfg.dashboard, "search")
-    grid = build_tuner(cfg, space, splits, trainable, crash_after_epoch, callbacks).fit()
-    metric, mode = space.defaults.metric, space.defaults.mode
-    table = summarize(grid, metric, mode)
-    print("\n[search] best trials:\n" + format_table(table, metric), flush=True)
-    best_dir = export_best(grid, cfg, space, splits)
-    best = checkpoint.read_meta(best_dir).metrics
-    (exp_dir / SUMMARY_FILE).write_text(
-        json.dumps({"best": best, "trials": table, "search": to_dict(cfg)}, indent=2, default=str)
+    metric, mode, max_epochs = space.defaults.metric, space.defaults.mode, int(cfg.max_epochs)
+    progress = SearchProgress(
+        metric=metric, mode=mode, max_epochs=max_epochs, every_s=cfg.progress_every
     )
-    print(
-        f"[search] best model: val_acc {best['val_acc']:.2%}, test_acc {best['test_acc']:.2%} "
-        f"on {best['test_images']} test images -> {best_dir}",
-        flush=True,
+    started = time.monotonic()
+    with sigterm_as_sigint(received):
+        tuner = build_tuner(
+            cfg, space, splits, trainable, crash_after_epoch, [progress, *(callbacks or [])]
+        )
+        if not cfg.resume:
+            stored = {**to_dict(cfg), "space": str(space.path)}
+            (exp_dir / SEARCH_FILE).write_text(json.dumps(stored, indent=2))
+        grid = tuner.fit()
+        table = summarize(grid, metric, mode, max_epochs)
+        print(
+            f"\n[search] {cfg.num_samples} trials in {duration(time.monotonic() - started)}: "
+            f"{tally(table, int(cfg.num_samples))}\n" + format_table(table, metric),
+            flush=True,
+        )
+        return conclude(grid, table, cfg, space, splits, received)
+
+
+def conclude(
+    grid: Any,
+    table: list[dict[str, Any]],
+    cfg: SearchConfig,
+    space: SearchSpace,
+    splits: Splits,
+    received: list[int],
+) -> Outcome:
+    """Export the best trial (an interrupted search only with --export-partial), write the
+    summary, and for an interrupted search record its trials' statuses and say how to resume."""
+    exp_dir = cfg.experiment_dir
+    unfinished = len(table) < int(cfg.num_samples) or any(
+        r["status"] in (statuses.INTERRUPTED, statuses.PENDING) for r in table
     )
-    return Outcome(exp_dir, best_dir, best, table)
+    if unfinished:
+        from ecab_tune.tuning import record_unfinished
+
+        record_unfinished(
+            f"sqlite:///{exp_dir / OPTUNA_DB}",
+            str(cfg.name),
+            {r["trial_id"]: (r["status"], r["epochs"]) for r in table},
+        )
+    best_dir, best = None, None
+    if not unfinished or cfg.export_partial:
+        try:
+            best_dir = export_best(grid, cfg, space, splits, table, partial=unfinished)
+        except RuntimeError as exc:
+            print(f"[search] {exc}", flush=True)
+    if best_dir is not None:
+        best = checkpoint.read_meta(best_dir).metrics
+        print(
+            f"[search] {'partial ' * unfinished}best model: val_acc {best['val_acc']:.2%}, "
+            f"test_acc {best['test_acc']:.2%} on {best['test_images']} test images -> {best_dir}",
+            flush=True,
+        )
+    summary = {"best": best, "interrupted": unfinished, "trials": table, "search": to_dict(cfg)}
+    (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    if not unfinished:
+        return Outcome(exp_dir, best_dir, best, table)
+    print(f"interrupted: resume with {resume_command(cfg)}", flush=True)
+    return Outcome(exp_dir, best_dir, best, table, received[0] if received else signal.SIGINT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,9 +580,11 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_search(cfg, crash_after_epoch=args.crash_after_epoch)
     except (ValueError, SpaceError, DatasetNotFoundError) as exc:
         parser.error(str(exc))
-    return 0 if outcome.best_dir.is_dir() else 1
+    return outcome.exit_code
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # lose little state if killed
+    # ... which Tune would otherwise warn about, every time, as a possible bottleneck.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     sys.exit(main())

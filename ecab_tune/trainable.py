@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -17,6 +18,7 @@ from ray import tune
 from ecab_tune.data import Splits
 from ecab_tune.device import resolve_device
 from ecab_tune.engine import DIVERGED, EpochResult
+from ecab_tune.profile import count_macs
 from ecab_tune.space import SearchSpace
 from ecab_tune.train import make_trainer, save_trainer
 
@@ -36,9 +38,17 @@ class TrialSpec:
     seed: int
     experiment_dir: str
     crash_after_epoch: int | None = None  # fault injection: the first trial there crashes once
+    verbose: bool = False  # keep Ray's per-checkpoint log lines
+
+
+# Ray logs every saved checkpoint of every trial to the driver's terminal; the progress lines
+# already say what each trial did.
+CHECKPOINT_LOGGER = "ray.train._internal.storage"
 
 
 def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
+    if not spec.verbose:
+        logging.getLogger(CHECKPOINT_LOGGER).setLevel(logging.WARNING)
     context = tune.get_context()
     cpus = context.get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
@@ -54,6 +64,7 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
     with resumed.as_directory() if resumed else contextlib.nullcontext() as resume_dir:
         trainer = make_trainer(model_cfg, data, train_cfg, resolve_device("auto"), resume_dir)
     num_params = sum(p.numel() for p in trainer.model.parameters())
+    macs = count_macs(trainer.model, (info.channels, info.height, info.width))
 
     fit_started_at = time.time()  # wall clock, to measure scheduling overhead per trial
     # Which cluster node ran each epoch: for monitoring, and to see failover in the results.
@@ -63,6 +74,7 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
         metrics = {
             **result.to_dict(),
             "num_params": num_params,
+            "macs": macs,
             "diverged": diverged,
             "fit_started_at": fit_started_at,
             "node_id": node_id,

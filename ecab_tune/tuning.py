@@ -9,6 +9,10 @@
    experiment folder into its rungs before it schedules anything.
 3. A driver killed after Optuna stored a trial's end but before Tune's last snapshot comes back
    with `--resume` thinking that trial still runs; its next result must not crash the search.
+4. Tune does not pass the result on which a scheduler stops a trial to the searcher's
+   `on_trial_result`, so a trial ASHA stopped at its first rung had no intermediate value:
+   every epoch is now recorded once (a retried or resumed epoch is not recorded twice), and each
+   trial carries its status, epochs, MACs and folder as user attributes for the dashboard.
 """
 
 from __future__ import annotations
@@ -23,32 +27,69 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ecab_tune.layout import RESULT_FILE
+from ecab_tune import statuses
+from ecab_tune.layout import RESULT_FILE, TRIAL_PREFIX
 
 log = logging.getLogger(__name__)
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args: Any, max_epochs: int, stopped_as_pruned: bool = True, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        max_epochs: int,
+        stopped_as_pruned: bool = True,
+        experiment_dir: str | Path | None = None,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.max_epochs = max_epochs
         self.stopped_as_pruned = stopped_as_pruned
+        self.experiment_dir = None if experiment_dir is None else str(experiment_dir)
+        self._steps: dict[str, set[int]] = {}  # the epochs recorded per trial
+
+    def suggest(self, trial_id: str) -> dict | None:
+        new = trial_id not in self._ot_trials
+        params = super().suggest(trial_id)
+        if new and trial_id in self._ot_trials:
+            attrs = {"trial_id": trial_id, "status": statuses.PENDING}
+            if self.experiment_dir is not None:
+                attrs["trial_folder"] = str(Path(self.experiment_dir, TRIAL_PREFIX + trial_id))
+            self._set_attrs(trial_id, **attrs)
+        return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        step = result.get(TRAINING_ITERATION)
+        if step in self._steps.get(trial_id, ()):
+            return  # Tune re-sends a trial's last result when it returns
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Optuna already holds this trial's outcome (see 3. above): nothing more to learn.
             log.info("trial %s already finished in the Optuna study; result not re-told", trial_id)
             self._completed_trials.add(trial_id)
+            return
+        seen = self._steps.setdefault(trial_id, set())
+        seen.add(step)
+        if len(seen) == 1:
+            self._set_attrs(trial_id, status=statuses.RUNNING)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        if result and not error:
+            self.on_trial_result(trial_id, result)  # the result a scheduler stopped it on
+        epochs = max(self._steps.get(trial_id, ()), default=0)
+        diverged = bool(result and result.get("diverged"))
+        if error:
+            status = statuses.ERRORED
+        else:
+            status = statuses.ended_status(epochs, self.max_epochs, diverged=diverged)
+        self._set_attrs(trial_id, status=status, epochs=epochs, macs=(result or {}).get("macs"))
         state = None
-        if result and result.get("diverged"):
+        if diverged:
             state = optuna.trial.TrialState.FAIL
         elif (
             self.stopped_as_pruned
@@ -62,6 +103,30 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         # PRUNED keeps the intermediate values reported per epoch; TPE uses them budget-aware.
         self._ot_study.tell(self._ot_trials[trial_id], state=state, skip_if_finished=True)
         self._completed_trials.add(trial_id)
+
+    def _set_attrs(self, trial_id: str, /, **attrs: Any) -> None:
+        trial = self._ot_trials[trial_id]
+        try:
+            for key, value in attrs.items():
+                if value is not None:
+                    trial.set_user_attr(key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # see 3. above: the study already holds this trial's end
+
+
+def record_unfinished(storage: str, study_name: str, by_trial_id: dict[str, tuple[str, int]]):
+    """After an interruption: the status and epochs of each trial Optuna still holds as
+    running, as the search's summary names them (`interrupted` or `pending`)."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        status_epochs = by_trial_id.get(trial.user_attrs.get("trial_id", ""))
+        if status_epochs is None:
+            continue
+        status, epochs = status_epochs
+        # The storage API takes Optuna's internal id: no public handle reaches a running trial
+        # of another process.
+        study._storage.set_trial_user_attr(trial._trial_id, "status", status)
+        study._storage.set_trial_user_attr(trial._trial_id, "epochs", epochs)
 
 
 class _TrialRef:

@@ -103,3 +103,37 @@ def kill_driver_then_resume(args: list[str], exp: Path, epochs: int, finished: i
     for trial_id, count in before.items():
         assert len(after[trial_id]) == count, f"finished trial {trial_id} was re-run"
     assert (exp / "best" / "meta.json").is_file()
+
+
+def run_driver(args: list[str], log: Path, timeout: float = 300) -> int:
+    """Run the search CLI to its end; its stdout and stderr go to `log`."""
+    with log.open("w") as out:
+        return subprocess.run(
+            args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        ).returncode
+
+
+def signal_mid_trial(args: list[str], exp: Path, log: Path, sig: int, max_epochs: int) -> int:
+    """Start the search, send `sig` once a trial has reported an epoch but not its last, and
+    return the driver's exit code (its output goes to `log`)."""
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + 240
+        try:
+            while time.monotonic() < deadline:
+                epochs = [r[-1]["training_iteration"] for r in trial_results(exp).values()]
+                if any(0 < e < max_epochs for e in epochs):
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("no trial reported an epoch in time")
+            driver.send_signal(sig)
+            return driver.wait(timeout=120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()

@@ -154,3 +154,20 @@ def test_pareto_front_keeps_the_best_value_for_each_cost():
     costs, accs = [1, 1, 2, 3, 3], [0.5, 0.6, 0.55, 0.9, 0.8]
     assert pareto_front(costs, accs, "max") == [1, 3]
     assert pareto_front(costs, [1 - a for a in accs], "min") == [1, 3]
+
+
+def test_an_interrupted_search_reads_as_interrupted_in_the_searchs_own_words(tmp_path):
+    summary = {
+        "interrupted": True,
+        "best": None,
+        "search": {"space": "quick", "max_epochs": 3},
+        "trials": [
+            {"trial_id": "a1", "status": "finished"},
+            {"trial_id": "d4", "status": "interrupted"},
+        ],
+    }
+    exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "d4")}, summary)
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "Interrupted experiment" in report and "--resume" in report
+    assert "2 (1 finished, 0 stopped early, 0 diverged, 0 errored, 1 interrupted," in report

@@ -1,5 +1,6 @@
 import json
 import math
+import signal
 
 import optuna
 import pytest
@@ -8,14 +9,16 @@ from search_support import (
     SPACE,
     kill_driver_then_resume,
     needs_fmnist,
+    run_driver,
     search_command,
+    signal_mid_trial,
     trial_results,
 )
 
-from ecab_tune import checkpoint
+from ecab_tune import checkpoint, statuses
 from ecab_tune.data import load_dataset
 from ecab_tune.engine import evaluate
-from ecab_tune.search import SearchConfig, main, run_search
+from ecab_tune.search import SearchConfig, main, prepare, resume_command, run_search
 from ecab_tune.trainable import CRASH_MARKER
 from ecab_tune.tuning import BudgetAwareOptunaSearch, ResumableASHA, _TrialRef
 
@@ -161,6 +164,11 @@ def test_search_end_to_end_with_asha_crash_recovery_and_export(local_ray, tmp_pa
         study_name="e2e", storage=f"sqlite:///{outcome.experiment_dir / 'optuna.db'}"
     )
     assert len(study.trials) == 6
+    # Every trial's learning curve, the crashed-then-retried one and those ASHA stopped included.
+    for trial in study.trials:
+        epochs = {r["training_iteration"] for r in results[trial.user_attrs["trial_id"]]}
+        assert sorted(trial.intermediate_values) == sorted(epochs), trial.user_attrs
+    assert {r["status"] for r in outcome.table} <= {statuses.FINISHED, statuses.STOPPED}
 
 
 @pytest.mark.slow
@@ -171,3 +179,156 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     args = search_command(space, tmp_path, "--scheduler", "fifo", "--max-concurrent", "1")
     kill_driver_then_resume(args, tmp_path / "exp", epochs=3)
     assert len(trial_results(tmp_path / "exp")) == 4
+
+
+def test_the_resume_command_names_storage_only_when_it_is_not_the_default():
+    assert resume_command(SearchConfig(name="q")) == "python -m ecab_tune.search --name q --resume"
+    assert resume_command(SearchConfig(name="q", storage="/data/my runs")) == (
+        "python -m ecab_tune.search --name q --storage '/data/my runs' --resume"
+    )
+
+
+def test_resume_takes_the_search_from_its_folder_and_runtime_flags_from_the_command(tmp_path):
+    started = SearchConfig(space="quick", name="q", storage=str(tmp_path), subset=600, seed=3)
+    exp = tmp_path / "q"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "search.json").write_text(json.dumps({**started.__dict__, "max_epochs": 2}))
+    cfg, space = prepare(
+        SearchConfig(name="q", storage=str(tmp_path), resume=True, export_partial=True, seed=9)
+    )
+    assert space.name == "quick" and (cfg.subset, cfg.seed, cfg.max_epochs) == (600, 3, 2)
+    assert cfg.export_partial and cfg.resume
+
+
+# ---------------------------------------------------------------- the terminal and Ctrl-C
+# The quick-start's space on 600 images, 3 epochs, one trial at a time (so a SIGINT finds one
+# trial mid-way and the others not started), ASHA with the space's grace period of 1.
+QUICK_EPOCHS = 3
+
+
+def quick_args(storage, *extra):
+    return search_command(
+        "quick", storage, "--num-samples", "4", "--max-epochs", str(QUICK_EPOCHS),
+        "--max-concurrent", "1", *extra,
+    )  # fmt: skip
+
+
+def optuna_trials(exp):
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{exp / 'optuna.db'}")
+    return study.get_trials()
+
+
+def best_params(exp):
+    return json.loads((exp / "best" / "meta.json").read_text())["extra"]["params"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The quick-start's defaults, run to the end: (experiment folder, output lines)."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    code = run_driver(quick_args(root), root / "out.log")
+    lines = (root / "out.log").read_text().splitlines()
+    assert code == 0, "\n".join(lines[-30:])
+    return root / "exp", lines
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """SIGINT mid-trial, then --resume: (experiment folder, interrupted run's exit code and
+    lines, the state after the interruption, the resumed run's exit code and lines)."""
+    root = tmp_path_factory.mktemp("interrupted")
+    exp = root / "exp"
+    args = quick_args(root, "--progress-every", "2")
+    code = signal_mid_trial(args, exp, root / "out.log", signal.SIGINT, QUICK_EPOCHS)
+    lines = (root / "out.log").read_text().splitlines()
+    after = {
+        "best": (exp / "best").exists(),
+        "summary": json.loads((exp / "summary.json").read_text()),
+        "optuna": {t.user_attrs.get("trial_id"): t.user_attrs for t in optuna_trials(exp)},
+    }
+    resumed_code = run_driver([*args, "--resume"], root / "resumed.log")
+    resumed = (root / "resumed.log").read_text().splitlines()
+    return exp, code, lines, after, resumed_code, resumed
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_default_output_is_compact(uninterrupted):
+    _, lines = uninterrupted
+    assert len(lines) <= 60, "\n".join(lines)
+    assert not any("╭" in line or "+---" in line for line in lines), "Ray's boxes are back"
+    ended = [line for line in lines if line.startswith("[search] trial ")]
+    assert len(ended) == 4 and all(" after " in line for line in ended), ended
+    assert any(line.startswith("[search] 4 trials in ") for line in lines)
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_ctrl_c_exits_130_with_the_resume_command_and_exports_nothing(interrupted):
+    exp, code, lines, after, _, _ = interrupted
+    assert code == 130, "\n".join(lines[-30:])
+    command = f"python -m ecab_tune.search --name exp --storage {exp.parent} --resume"
+    assert lines[-1] == f"interrupted: resume with {command}"
+    assert not any("Tuner.restore" in line for line in lines)
+    assert not after["best"]
+    # Progress lines came while it ran, with an estimate once an epoch was done.
+    assert any(line.startswith("[search] ") and "running" in line for line in lines)
+    trials = after["summary"]["trials"]
+    assert after["summary"]["interrupted"] and after["summary"]["best"] is None
+    assert [t["status"] for t in trials] == [statuses.INTERRUPTED], trials
+    assert "1 interrupted, 3 pending" in "\n".join(lines)
+    # Optuna's view says the same, for the dashboard.
+    (attrs,) = after["optuna"].values()
+    assert attrs["status"] == statuses.INTERRUPTED and attrs["epochs"] == trials[0]["epochs"]
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_resume_finishes_with_the_best_trial_of_an_uninterrupted_run(interrupted, uninterrupted):
+    exp, _, _, _, code, lines = interrupted
+    assert code == 0, "\n".join(lines[-30:])
+    assert best_params(exp) == best_params(uninterrupted[0])
+    summary = json.loads((exp / "summary.json").read_text())
+    assert not summary["interrupted"]
+    assert {t["status"] for t in summary["trials"]} <= {statuses.FINISHED, statuses.STOPPED}
+    meta = json.loads((exp / "best" / "meta.json").read_text())
+    assert meta["extra"]["partial"] is False and meta["extra"]["status"] == statuses.FINISHED
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_every_epoch_reaches_optuna_once_even_across_a_resume(interrupted):
+    exp = interrupted[0]
+    results = trial_results(exp)
+    summary = {t["trial_id"]: t for t in json.loads((exp / "summary.json").read_text())["trials"]}
+    trials = optuna_trials(exp)
+    assert len(trials) == len(results) == 4
+    states = {t.state for t in trials}
+    assert optuna.trial.TrialState.PRUNED in states, states  # ASHA stopped some
+    for trial in trials:
+        attrs = trial.user_attrs
+        rows = results[attrs["trial_id"]]
+        by_epoch = {r["training_iteration"]: r["val_acc"] for r in rows}
+        # One value per epoch run; the first report of an epoch re-run after the resume stays.
+        assert sorted(trial.intermediate_values) == sorted(by_epoch), attrs["trial_id"]
+        assert trial.intermediate_values[1] == pytest.approx(rows[0]["val_acc"])
+        assert attrs["status"] == summary[attrs["trial_id"]]["status"]
+        assert attrs["epochs"] == max(by_epoch)
+        assert attrs["macs"] > 0 and attrs["trial_folder"] == str(
+            exp / f"trial_{attrs['trial_id']}"
+        )
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_sigterm_exits_143_and_export_partial_says_so(tmp_path):
+    exp = tmp_path / "exp"
+    args = quick_args(tmp_path, "--export-partial")
+    code = signal_mid_trial(args, exp, tmp_path / "out.log", signal.SIGTERM, QUICK_EPOCHS)
+    lines = (tmp_path / "out.log").read_text().splitlines()
+    assert code == 143, "\n".join(lines[-30:])
+    assert lines[-1].startswith("interrupted: resume with python -m ecab_tune.search --name exp")
+    meta = json.loads((exp / "best" / "meta.json").read_text())
+    assert meta["extra"]["partial"] is True
+    assert meta["extra"]["status"] == statuses.INTERRUPTED

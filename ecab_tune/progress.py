@@ -1,0 +1,143 @@
+"""The search's terminal output: a status line at a steady interval and a line per ended trial.
+
+A Ray Tune `Callback`, so it sees what Tune's own reporters see; it only ever prints whole
+lines (no cursor movement), so a log file reads like the terminal did.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from ecab_tune import statuses
+
+TAG = "[search]"
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `3m05s`, `2h07m`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def params_text(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={short(v)}" for k, v in config.items())
+
+
+def epochs_left(done: dict[str, int], pending: int, ended: list[int], max_epochs: int) -> float:
+    """Epochs still to train: running trials (by id -> epochs done) and pending ones are
+    expected to last as long as the trials that ended so far did on average (the full budget
+    until one has ended), and never less than one more epoch."""
+    expected = sum(ended) / len(ended) if ended else max_epochs
+    running = sum(max(expected - d, 1.0) for d in done.values() if d < max_epochs)
+    return running + pending * expected
+
+
+class SearchProgress(Callback):
+    def __init__(self, *, metric: str, mode: str, max_epochs: int, every_s: float):
+        self.metric, self.mode, self.max_epochs, self.every_s = metric, mode, max_epochs, every_s
+        self._start = time.monotonic()
+        self._last_line = self._start
+        self._epochs_this_run = 0
+        self._total = 0
+
+    def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
+        self._start = self._last_line = time.monotonic()
+        self._epochs_this_run = 0
+        self._total = total_num_samples or 0
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        self._epochs_this_run += 1
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_line >= self.every_s:
+            self._last_line = now
+            print(self.status_line(trials, now), flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        epochs = int(last.get("training_iteration", 0))
+        status = statuses.ended_status(epochs, self.max_epochs, diverged=bool(last.get("diverged")))
+        self._trial_line(trial, status, epochs)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        self._trial_line(trial, statuses.ERRORED, epochs, f" ({trial.path}/error.txt)")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        print(
+            f"{TAG} trial {trial.trial_id} failed after epoch {epochs}; "
+            "retrying from its last checkpoint",
+            flush=True,
+        )
+
+    def _trial_line(self, trial: Any, status: str, epochs: int, note: str = "") -> None:
+        best = self._best_of(trial)
+        value = f"{self.metric} {best:.4f}" if math.isfinite(best) else f"no {self.metric}"
+        print(
+            f"{TAG} trial {trial.trial_id} {status} after {epochs}/{self.max_epochs} epochs: "
+            f"{value} ({params_text(trial.config)}){note}",
+            flush=True,
+        )
+
+    def _best_of(self, trial: Any) -> float:
+        value = trial.metric_analysis.get(self.metric, {}).get(self.mode, math.nan)
+        return float(value) if isinstance(value, (int, float)) else math.nan
+
+    def status_line(self, trials: list, now: float) -> str:
+        counts = dict.fromkeys(statuses.STATUSES, 0)
+        counts[statuses.PENDING] = max(0, self._total - len(trials))  # not created yet
+        running_epochs, ended_epochs = {}, []
+        for trial in trials:
+            last = trial.last_result or {}
+            epochs = int(last.get("training_iteration", 0))
+            status = statuses.tune_status(
+                trial.status,
+                epochs,
+                self.max_epochs,
+                diverged=bool(last.get("diverged")),
+                search_ended=False,
+            )
+            counts[status] += 1
+            if status == statuses.RUNNING:
+                running_epochs[trial.trial_id] = epochs
+            elif status in statuses.ENDED:
+                ended_epochs.append(epochs)
+        # Running and pending always, so the line says how much is left; the rest once seen.
+        tally = ", ".join(
+            f"{counts[s]} {s}"
+            for s in (statuses.RUNNING, *statuses.ENDED, statuses.PENDING)
+            if counts[s] or s in (statuses.RUNNING, statuses.PENDING)
+        )
+        elapsed = now - self._start
+        parts = [f"{TAG} {duration(elapsed)}  {tally}", self._best_text(trials)]
+        left = epochs_left(running_epochs, counts[statuses.PENDING], ended_epochs, self.max_epochs)
+        if self._epochs_this_run and elapsed > 0:
+            parts.append(f"~{duration(left * elapsed / self._epochs_this_run)} left")
+        else:
+            parts.append("time left: after the first epoch")
+        return "  |  ".join(parts)
+
+    def _best_text(self, trials: list) -> str:
+        scored = [(self._best_of(t), t) for t in trials]
+        scored = [(v, t) for v, t in scored if math.isfinite(v)]
+        if not scored:
+            return f"best {self.metric}: none yet"
+        pick = max if self.mode == "max" else min
+        value, trial = pick(scored, key=lambda vt: vt[0])
+        return (
+            f"best {self.metric} {value:.4f} (trial {trial.trial_id}: {params_text(trial.config)})"
+        )
