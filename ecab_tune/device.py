@@ -51,6 +51,18 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def ray_task_device() -> torch.device:
+    """Inside a Ray task or trial: the GPU Ray assigned it (Ray narrows CUDA_VISIBLE_DEVICES to
+    it), else the CPU, even where GPUs are visible: a GPU nobody reserved is another task's."""
+    import ray
+
+    if not ray.get_gpu_ids():
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"Ray assigned a GPU but CUDA is unusable here: {cuda_problem()}")
+    return torch.device("cuda")
+
+
 def cuda_capability(device: torch.device) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device)
 

@@ -58,7 +58,7 @@ class SearchConfig:
     download: bool = field(default=False, metadata=_help("download the dataset when absent"))
     subset: int | None = field(default=None, metadata=_help("train on N images (stratified)"))
     val_fraction: float = field(
-        default=0.1, metadata=_help("held-out share of train for the metric")
+        default=0.1, metadata=_help("held-out share of train the trials are scored on (> 0)")
     )
     num_samples: int | None = field(default=None, metadata=_help("number of trials"))
     max_epochs: int | None = field(default=None, metadata=_help("epochs of a full-budget trial"))
@@ -99,6 +99,13 @@ class SearchConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"--{key.replace('_', '-')}={value} must be >= 1")
+        if not 0.0 < self.val_fraction < 1.0:
+            # Without a validation split the trainer would score on test: ASHA and Optuna would
+            # select on it and the export would call a test score val_acc.
+            raise ValueError(
+                f"--val-fraction={self.val_fraction} must be in (0, 1): a search selects on "
+                "a validation split, never on test"
+            )
         if not self.progress_every > 0:
             raise ValueError(f"--progress-every={self.progress_every} must be > 0")
         check_resources(self.cpus_per_trial, self.gpus_per_trial)

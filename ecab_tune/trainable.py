@@ -16,7 +16,7 @@ import torch
 from ray import tune
 
 from ecab_tune.data import Splits
-from ecab_tune.device import resolve_device
+from ecab_tune.device import ray_task_device
 from ecab_tune.engine import DIVERGED, EpochResult
 from ecab_tune.profile import count_macs
 from ecab_tune.space import SearchSpace
@@ -60,9 +60,10 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
         epochs=spec.max_epochs,
         seed=spec.seed,
     )
+    device = ray_task_device()  # exactly what Ray assigned: its GPU, or the CPU
     resumed = tune.get_checkpoint()
     with resumed.as_directory() if resumed else contextlib.nullcontext() as resume_dir:
-        trainer = make_trainer(model_cfg, data, train_cfg, resolve_device("auto"), resume_dir)
+        trainer = make_trainer(model_cfg, data, train_cfg, device, resume_dir)
     num_params = sum(p.numel() for p in trainer.model.parameters())
     macs = count_macs(trainer.model, (info.channels, info.height, info.width))
 
@@ -78,6 +79,8 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
             "diverged": diverged,
             "fit_started_at": fit_started_at,
             "node_id": node_id,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "precision": trainer.precision,
         }
         if not checkpoint:
             tune.report(metrics)

@@ -25,22 +25,31 @@ FLAGS = {
     "max_wait_ms": (float, "longest wait for a batch to fill (default 3)"),
     "max_images_per_request": (int, "most images in one request (default 16)"),
     "max_body_bytes": (int, "largest request body; larger gets 413 (default 10 MiB)"),
-    "max_pixels": (int, "largest image to decode, width × height; a JPEG counts at the size "
-                   "it decodes to, drafted toward the model's input (default 12M)"),
+    "max_pixels": (
+        int,
+        "largest image to decode, width × height; a JPEG counts at the size "
+        "it decodes to, drafted toward the model's input (default 12M)",
+    ),
     "max_request_pixels": (int, "pixels decoded for one request, all images (default 48M)"),
     "max_decodes": (int, "images decoded at once per worker: bounds memory (default 2)"),
     "max_in_flight": (int, "requests processed at once per worker; beyond: 503 (default 64)"),
-    "read_timeout_s": (float, "longest wait for headers or the next body piece: 408 "
-                       "(default 10)"),
-    "request_timeout_s": (float, "deadline of a /predict from headers to answer: 408 or 504 "
-                          "(default 30)"),
+    "read_timeout_s": (float, "longest wait for headers or the next body piece: 408 (default 10)"),
+    "request_timeout_s": (
+        float,
+        "deadline of a /predict from headers to answer: 408 or 504 (default 30)",
+    ),
     "drain_s": (float, "on SIGTERM, time for requests in flight to finish (default 10)"),
     "top_k": (int, "classes returned by default (default 5)"),
-    "model_root": (str, "/reload loads only under this folder (default: the folder holding "
-                   "--model's experiment)"),
+    "model_root": (
+        str,
+        "/reload loads only under this folder (default: the folder holding --model's experiment)",
+    ),
     "ray_gpus": (float, "GPU share per Ray Serve replica with --device cuda (default 0.25)"),
-    "workers": (int, "server processes, each with its own model copy (default 1; on CPU about "
-                "one per core: one process is GIL-bound)"),
+    "workers": (
+        int,
+        "server processes, each with its own model copy (default 1; on CPU about "
+        "one per core: one process is GIL-bound)",
+    ),
 }
 
 
@@ -60,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-replicas",
         type=int,
         metavar="N",
-        help="serve with N Ray Serve replicas (each reserves --threads CPUs, or 1, and --ray-gpus of a GPU "
-        "when --device is cuda) behind Ray Serve's proxy on --host/--port",
+        help="serve with N Ray Serve replicas (each reserves --threads CPUs, or 1, and "
+        "--ray-gpus of a GPU when --device is cuda) behind Ray Serve's proxy on --host/--port",
     )
     ray.add_argument(
         "--ray-address",
@@ -98,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     settings, log_level, ray = parse_command(argv)
     configure_access_log(log_level)
     if settings.model is None:
-        print("serve: no model given (--model or ECAB_SERVE_MODEL); starting not ready, "
-              "POST /reload to load one", file=sys.stderr)
+        print(
+            "serve: no model given (--model or ECAB_SERVE_MODEL); starting not ready, "
+            "POST /reload to load one",
+            file=sys.stderr,
+        )
     else:
         # Fail here, in one line, rather than with a traceback from the app's start-up.
         try:

@@ -54,8 +54,9 @@ class BodyGuard:
                 return await receive()
             if declared is not None:
                 if not declared.isdigit():
-                    raise BadRequest(f"Content-Length {declared.decode(errors='replace')!r} "
-                                     "is not a number")
+                    raise BadRequest(
+                        f"Content-Length {declared.decode(errors='replace')!r} is not a number"
+                    )
                 if int(declared) > limit:
                     raise TooLarge(f"the body is {int(declared):,} bytes; the limit is {limit:,}")
             try:

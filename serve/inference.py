@@ -136,8 +136,12 @@ def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
     # A warm-up forward pass both primes the kernels and lists the attention modules.
     try:
         with torch.inference_mode(), capture_attention(model) as captured:
-            model(preprocess(torch.zeros(1, d.channels, d.height, d.width, dtype=torch.uint8,
-                                         device=target), d))
+            model(
+                preprocess(
+                    torch.zeros(1, d.channels, d.height, d.width, dtype=torch.uint8, device=target),
+                    d,
+                )
+            )
     except Exception as exc:
         raise CheckpointError(
             f"{folder}: the model does not run on its own input shape: {exc}"
@@ -316,8 +320,10 @@ def _run_group(jobs: list[_Job]) -> list[list[Prediction]]:
     for job in jobs:
         mine = predictions[start : start + len(job.images)]
         start += len(job.images)
-        out.append([
-            Prediction(top=p.top[: job.top_k], attention=p.attention if job.attention else None)
-            for p in mine
-        ])
+        out.append(
+            [
+                Prediction(top=p.top[: job.top_k], attention=p.attention if job.attention else None)
+                for p in mine
+            ]
+        )
     return out

@@ -21,7 +21,11 @@ class PredictJSON(_Strict):
         min_length=1,
         description="base64-encoded image files (PNG, JPEG, WebP, BMP, GIF), plain or as "
         "data: URLs",
-        examples=[["iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="]],
+        examples=[
+            [
+                "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+            ]
+        ],
     )
 
 

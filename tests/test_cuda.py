@@ -143,9 +143,9 @@ def test_a_ray_task_at_a_quarter_gpu_sees_one_device_and_one_without_stays_on_cp
     import ray
 
     def where() -> tuple[list, str]:
-        from ecab_tune.study.runner import task_device
+        from ecab_tune.device import ray_task_device
 
-        return ray.get_gpu_ids(), str(task_device())
+        return ray.get_gpu_ids(), str(ray_task_device())
 
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
     try:

@@ -100,3 +100,17 @@ def test_deterministic_flag_sets_the_cudnn_and_cublas_switches(monkeypatch):
     finally:
         dev.set_determinism(False)
     assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_ray_task_without_a_gpu_trains_on_the_cpu(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # GPUs visible, none reserved
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    assert dev.ray_task_device() == CPU
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
+    assert dev.ray_task_device() == CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dev, "cuda_problem", lambda: "driver too old")
+    with pytest.raises(dev.DeviceError, match="Ray assigned a GPU but CUDA is unusable"):
+        dev.ray_task_device()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ecab_tune import checkpoint
-from ecab_tune.device import resolve_device
+from ecab_tune.device import ray_task_device, resolve_device
 from ecab_tune.engine import Trainer
 from ecab_tune.models import init_hash
 from ecab_tune.profile import count_macs
@@ -139,16 +139,8 @@ def run_local(spec: StudySpec, jobs: list[Job], out: Path, workers: int, device:
             _announce(row, done, len(jobs), start)
 
 
-def task_device() -> torch.device:
-    """Inside a Ray task: the GPU Ray assigned it (Ray narrows CUDA_VISIBLE_DEVICES to it),
-    else the CPU, even where GPUs are visible: an unreserved GPU is another task's."""
-    import ray
-
-    return torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
-
-
 def _ray_job(spec: StudySpec, job: Job, threads: int) -> dict[str, Any]:
-    return run_job(spec, job, str(task_device()), threads)
+    return run_job(spec, job, str(ray_task_device()), threads)
 
 
 def run_ray(
