@@ -108,7 +108,9 @@ class ModelInfo(BaseModel):
     )
     architecture: str
     attention: str
-    attention_kwargs: dict[str, Any]
+    attention_kwargs: dict[str, Any] = Field(
+        description="every option the gates are built with, defaults included (min_width...)"
+    )
     config: dict[str, Any] = Field(description="the full ModelConfig of the checkpoint")
     attention_modules: list[AttentionModule]
     parameters: int

@@ -15,6 +15,7 @@ from typing import TypeVar
 import torch
 
 from ecab_tune.checkpoint import CheckpointError
+from ecab_tune.models import resolved_options
 from serve.decoding import Decoder
 from serve.errors import (
     BadCheckpoint,
@@ -219,7 +220,7 @@ class Service:
             workers=self._workers(private),
             architecture=meta.model.name,
             attention=meta.model.attention,
-            attention_kwargs=dict(meta.model.attention_kwargs),
+            attention_kwargs=resolved_options(meta.model.attention, meta.model.attention_kwargs),
             config=meta.model.to_dict(),
             attention_modules=[
                 AttentionModule(

@@ -330,3 +330,13 @@ def test_one_seed_gives_every_variant_the_same_trunk():
     assert not torch.equal(
         create_model("resnet20", "se", seed=4).state_dict()[gate], again.state_dict()[gate]
     )
+
+
+def test_resolved_options_spell_out_every_default():
+    from ecab_tune.models import resolved_options
+
+    assert resolved_options("ecab", {"fusion": "sum"}) == {
+        "layers": "last2", "fusion": "sum", "reduction": 16, "project": True, "min_width": 8
+    }  # fmt: skip
+    assert resolved_options("bridge", {})["layers"] == "block"
+    assert resolved_options("none", {}) == {}

@@ -150,6 +150,8 @@ def test_model_describes_the_checkpoint(client: TestClient, ckpts) -> None:
     assert info["metrics"]["val_acc"] == 0.5
     assert info["search"]["params"]["attention"] == "cbam"
     assert info["config"] == meta.model.to_dict()
+    # The gate's width floor and every other default are spelled out, not only what was set.
+    assert info["attention_kwargs"] == {"reduction": 16, "kernel_size": 7, "min_width": 8}
     assert info["data"]["name"] == "fashion-mnist"
     modules = info["attention_modules"]
     assert modules and all(set(m["outputs"]) == {"channel", "spatial"} for m in modules)

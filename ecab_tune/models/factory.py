@@ -57,6 +57,19 @@ def attention_options(name: str) -> set[str]:
     return options - set(preset) if name in FIXED_PRESETS else options
 
 
+def resolved_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every option attention `name` is built with: its defaults and preset, then `options`."""
+    cls, preset = _lookup(name)
+    if cls is None:
+        return {}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(cls).parameters.items()
+        if k not in _INTERNAL and p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **preset, **options}
+
+
 def check_options(name: str, options: dict[str, Any]) -> None:
     allowed = attention_options(name)
     unknown = sorted(set(options) - allowed)
