@@ -130,7 +130,7 @@ def add_arguments(
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        help_text = f"{f.metadata.get('help', '')} (default: %(default)s)"
         if kind is bool:
             group.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text

@@ -47,10 +47,6 @@ class FitResult:
     status: str  # COMPLETED, DIVERGED or STOPPED (the callback asked to stop)
     history: list[EpochResult]
 
-    @property
-    def best_val_acc(self) -> float:
-        return max((e.val_acc for e in self.history), default=float("nan"))
-
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the peak LR at optimiser step `step`: linear warm-up, then decay to 0."""

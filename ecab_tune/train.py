@@ -55,12 +55,12 @@ def make_trainer(
     return trainer
 
 
-def run_metrics(trainer: Trainer, fit: FitResult | None = None) -> dict[str, Any]:
+def run_metrics(trainer: Trainer, fit: FitResult) -> dict[str, Any]:
     """Summary metrics of a run; the test split is evaluated here, once, at the end."""
     last = trainer.history[-1] if trainer.history else None
     test_loss, test_acc = trainer.evaluate(trainer.splits.test)
     return {
-        "status": fit.status if fit else "running",
+        "status": fit.status,
         "epochs": trainer.epoch,
         "val_acc": last.val_acc if last else None,
         "val_loss": last.val_loss if last else None,
@@ -100,15 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ecab_tune.train",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="resnet20", choices=list_models(), help="architecture")
+    model.add_argument(
+        "--model",
+        default="resnet20",
+        choices=list_models(),
+        help="architecture (default: %(default)s)",
+    )
     model.add_argument(
         "--attention",
         default="none",
         choices=list_attentions(),
-        help="attention module in every residual block",
+        help="attention module in every residual block (default: %(default)s)",
     )
     model.add_argument(
         "--attn",
@@ -117,12 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="attention option, repeatable (e.g. fusion=concat, layers=last2)",
     )
-    model.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    model.add_argument(
+        "--width", type=float, default=1.0, help="channel width multiplier (default: %(default)s)"
+    )
     add_arguments(parser, DataConfig)
     add_arguments(parser, TrainConfig)
     run = parser.add_argument_group("run")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--out", default="runs/train/latest", help="checkpoint folder")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument(
+        "--out", default="runs/train/latest", help="checkpoint folder (default: %(default)s)"
+    )
     run.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     return parser
 
