@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ecab_tune import checkpoint, plots
-from ecab_tune.cluster import check_resources, start_ray
+from ecab_tune.cluster import ClusterJoinError, check_resources, start_ray
 from ecab_tune.config import DataConfig, TrainConfig, add_arguments, from_args
 from ecab_tune.data import DataInfo, DatasetNotFoundError, Splits, preprocess
 from ecab_tune.engine import resolve_device
@@ -382,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         runs = run_jobs(cfg, models, data)
+    except ClusterJoinError as exc:  # one line, without the usage a flag error gets
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, DatasetNotFoundError) as exc:
         parser.error(str(exc))
     table = write_outputs(cfg, data.info, runs)
