@@ -216,6 +216,8 @@ def _cause(exc: BaseException) -> str:
         if "Version mismatch" in text:
             return _version_mismatch(text)
     lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
+    if len(lines) > 1:  # e.g. "Initialization failure from server:" and the server's traceback
+        return f"{lines[0].rstrip(':')}: {lines[-1]}"
     return lines[0] if lines else type(chain[-1]).__name__
 
 
