@@ -92,7 +92,7 @@ def join_cluster(address: str) -> None:
         where += f" ({target})"
     _authenticate(target, client, where)
     try:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address)
     except Exception as exc:  # every failure to join becomes the one line below
         raise ClusterJoinError(f"cannot join {where}: {_cause(exc)}") from None
 
