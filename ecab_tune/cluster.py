@@ -119,9 +119,12 @@ def _gcs_address(address: str, where: str) -> str:
 
 
 def _authenticate(target: str, client: bool, where: str) -> None:
-    """Ask the cluster once without and, if it wants one, once with the token; on success the
-    process's Ray sends the token from then on."""
-    token = auth_token()
+    """Ask the cluster once as this process's Ray would; if it wants a token Ray would not send,
+    turn token auth on and ask again with the known one."""
+    try:
+        token = auth_token()
+    except ClusterJoinError as exc:
+        raise ClusterJoinError(f"cannot join {where}: {exc}") from None
     mode = os.environ.get(AUTH_MODE, "").lower()
     sent = token if mode == "token" else None  # an explicit RAY_AUTH_MODE is respected
     status = _probe(target, client, sent, where)

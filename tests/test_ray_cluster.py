@@ -400,3 +400,9 @@ def test_wrong_addresses_say_what_is_there(cluster, tmp_path, monkeypatch):
         message = str(failed.value)
         assert "\n" not in message and f"the Ray cluster at {address}" in message, message
         assert cause in message, message
+
+    # Ray aborts on a token file it was pointed to and cannot read; so does the join, in words.
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ClusterJoinError, match=r"RAY_AUTH_TOKEN_PATH=.*missing cannot be read"):
+        join_cluster(cluster.client)
