@@ -3,14 +3,16 @@ embedded.
 
 Joining is one place because Ray's own failures are slow and cryptic: a Ray client without
 `RAY_AUTH_MODE=token` never sends its token and retries for 30 s, a GCS address retries for
-20 s, and both end in a traceback. So a join first asks the cluster one bounded gRPC question,
-turns token auth on when the cluster wants it and a token is known, and says in one line what
-is wrong. The private Ray pieces it relies on (tested against Ray 2.60) stay in this module.
+20 s, and both end in a traceback. So a join first asks the cluster a bounded gRPC question
+(twice when it wants a token that Ray would not send), turns token auth on when the cluster
+wants it and a token is known, and says in one line what is wrong. The private Ray pieces it
+relies on (tested against Ray 2.60) stay in this module.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PROBE_TIMEOUT_S = 5.0  # one gRPC call; a join that fails says so well within 15 s
@@ -91,10 +93,17 @@ def join_cluster(address: str) -> None:
     if target != address.removeprefix("ray://"):
         where += f" ({target})"
     _authenticate(target, client, where)
-    try:
-        ray.init(address=address)
-    except Exception as exc:  # every failure to join becomes the one line below
-        raise ClusterJoinError(f"cannot join {where}: {_cause(exc)}") from None
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address)
+            return
+        except Exception as exc:  # every failure to join becomes one line
+            # The cluster accepted us but its client server failed to start our session (seen
+            # under load: "Starting Ray client server failed"); a new session usually starts.
+            if attempt == 1 and client and isinstance(exc, ConnectionAbortedError):
+                print(f"cannot join {where} yet: {_cause(exc)}; trying again", file=sys.stderr)
+                continue
+            raise ClusterJoinError(f"cannot join {where}: {_cause(exc)}") from None
 
 
 def _gcs_address(address: str, where: str) -> str:
@@ -212,7 +221,7 @@ def _cause(exc: BaseException) -> str:
     """The one line that explains a failed ray.init: the innermost message, version mismatch
     condensed."""
     chain = [exc]
-    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+    while (chain[-1].__cause__ or chain[-1].__context__) not in (None, *chain):
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     for err in chain:
         text = str(err)

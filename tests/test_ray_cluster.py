@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -75,13 +76,14 @@ def free_port() -> int:
 
 def ray_start(cluster: Cluster, env: dict[str, str], name: str, *args: str) -> subprocess.Popen:
     """`ray start ARGS --block` with free ports for everything it would open on a fixed one;
-    returns once the node is up."""
+    returns once the node is up and its runtime-env agent listens."""
     log = cluster.root / f"{name}.log"
+    agent = free_port()
     ports = [
         f"--metrics-export-port={free_port()}",
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
+        f"--runtime-env-agent-port={agent}",
     ]
     with log.open("wb") as sink:  # its own session: the whole node can be stopped by its id
         node = subprocess.Popen(
@@ -91,13 +93,22 @@ def ray_start(cluster: Cluster, env: dict[str, str], name: str, *args: str) -> s
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    # `ray start` returns before the agent listens; a Ray client session asked for meanwhile
+    # (on a loaded machine) fails in Ray's proxy: "Starting Ray client server failed".
     deadline = time.monotonic() + 120
-    while b"Ray runtime started" not in log.read_bytes():
+    while b"Ray runtime started" not in log.read_bytes() or not listens(log, agent):
         if node.poll() is not None or time.monotonic() > deadline:
             stop(node)
             pytest.fail(f"`ray start` ({name}) did not come up:\n{log.read_text()[-3000:]}")
         time.sleep(0.25)
     return node
+
+
+def listens(log: Path, port: int) -> bool:
+    """Whether `port` accepts connections on the node's IP (Ray binds its agents to that)."""
+    found = re.search(r"Local node IP\W*([0-9.]+)", re.sub(r"\x1b\[[0-9;]*m", "", log.read_text()))
+    with socket.socket() as sock:
+        return found is not None and sock.connect_ex((found[1], port)) == 0
 
 
 def stop(node: subprocess.Popen) -> None:
@@ -207,8 +218,7 @@ def searches(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict
     for name, (address, folder, driver) in runs.items():
         log = (folder / "search.log").read_text(errors="replace")
         if driver.returncode != 0:
-            for err in sorted(cluster.root.glob("ray/session_latest/logs/ray_client_server*.err")):
-                log += f"\n--- {err.name}\n{err.read_text(errors='replace')[-1500:]}"
+            log += client_server_logs(cluster)
         out[name] = Search(address, folder / "exp", driver.returncode, log)
     return out
 
@@ -246,15 +256,18 @@ def test_search_with_address_auto_and_the_token_in_its_file(searches):
     check_search(searches["auto"])
 
 
-def assert_one_line(code: int, stderr: str, seconds: float, *parts: str) -> None:
+def assert_one_line(
+    code: int, stderr: str, seconds: float, *parts: str, cluster: Cluster | None = None
+) -> None:
     """Exit 2 within the limit, no traceback, and one error line naming every part."""
-    assert code == 2, stderr[-3000:]
-    assert seconds < JOIN_LIMIT_S, f"{seconds:.1f} s"
-    assert "Traceback" not in stderr, stderr[-3000:]
+    why = stderr[-3000:] + (client_server_logs(cluster) if cluster else "")
+    assert code == 2, why
+    assert seconds < JOIN_LIMIT_S, f"{seconds:.1f} s: {why}"
+    assert "Traceback" not in stderr, why
     errors = [line for line in stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, stderr[-3000:]
+    assert len(errors) == 1, why
     for part in parts:
-        assert part in errors[0], errors[0]
+        assert part in errors[0], why
 
 
 def run_timed(args: list[str], env: dict[str, str]) -> tuple[int, str, float]:
@@ -278,6 +291,7 @@ def test_a_wrong_token_is_one_line_within_15_s(cluster, tmp_path):
         seconds,
         f"the Ray cluster at {cluster.client}",
         "rejected the token from RAY_AUTH_TOKEN",
+        cluster=cluster,
     )
 
 
@@ -354,6 +368,14 @@ def test_every_entry_point_fails_in_one_line(cluster, tmp_path, monkeypatch, cap
         assert_one_line(code, capsys.readouterr().err, seconds, f"cluster at {address}", cause)
 
 
+def client_server_logs(cluster: Cluster) -> str:
+    """The head's Ray client server logs: why a ray:// session failed on the cluster's side
+    (twice in about a dozen runs on a loaded 2-core machine, Ray's proxy reported "Starting
+    Ray client server failed" for a session after the token and the address had checked out)."""
+    logs = sorted(cluster.root.glob("ray/session_latest/logs/ray_client_server*.err"))
+    return "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in logs)
+
+
 def test_a_version_mismatch_is_one_line(cluster, tmp_path):
     # This process claims another Ray version: Ray's own check refuses the join.
     space = tmp_path / "tiny.yaml"
@@ -371,6 +393,7 @@ def test_a_version_mismatch_is_one_line(cluster, tmp_path):
         cluster.client,
         f"version mismatch: the cluster runs Ray {ray_version()}",
         "this process Ray 2.0.0",
+        cluster=cluster,
     )
 
 
