@@ -257,12 +257,17 @@ def test_search_with_address_auto_and_the_token_in_its_file(searches):
 
 
 def assert_one_line(
-    code: int, stderr: str, seconds: float, *parts: str, cluster: Cluster | None = None
+    code: int,
+    stderr: str,
+    seconds: float,
+    *parts: str,
+    cluster: Cluster | None = None,
+    limit_s: float = JOIN_LIMIT_S,
 ) -> None:
     """Exit 2 within the limit, no traceback, and one error line naming every part."""
     why = stderr[-3000:] + (client_server_logs(cluster) if cluster else "")
     assert code == 2, why
-    assert seconds < JOIN_LIMIT_S, f"{seconds:.1f} s: {why}"
+    assert seconds < limit_s, f"{seconds:.1f} s: {why}"
     assert "Traceback" not in stderr, why
     errors = [line for line in stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, why
@@ -395,6 +400,9 @@ def test_a_version_mismatch_is_one_line(cluster, tmp_path):
         f"version mismatch: the cluster runs Ray {ray_version()}",
         "this process Ray 2.0.0",
         cluster=cluster,
+        # Ray compares versions once the cluster has started a session for this client: 14 s
+        # from the shell at load average 13 on 2 cores.
+        limit_s=30,
     )
 
 
