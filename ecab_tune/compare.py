@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ecab_tune.cluster import check_resources
+from ecab_tune.cluster import ClusterJoinError, check_resources
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.study.analysis import write_report
@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             raise ValueError(f"{out}/runs.jsonl holds no runs yet: run the study first")
         table = write_report(spec, rows, out)
+    except ClusterJoinError as exc:  # one line, without the usage a flag error gets
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, DatasetNotFoundError, DeviceError) as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecab_tune import checkpoint, statuses
-from ecab_tune.cluster import check_resources, start_ray
+from ecab_tune.cluster import ClusterJoinError, check_resources, start_ray
 from ecab_tune.config import DataConfig, add_arguments, from_args, to_dict
 from ecab_tune.data import DatasetNotFoundError, Splits
 from ecab_tune.engine import evaluate
@@ -585,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = from_args(SearchConfig, args)
         outcome = run_search(cfg, crash_after_epoch=args.crash_after_epoch)
+    except ClusterJoinError as exc:  # one line, without the usage a flag error gets
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, SpaceError, DatasetNotFoundError) as exc:
         parser.error(str(exc))
     return outcome.exit_code

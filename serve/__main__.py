@@ -120,9 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"serve: error: {exc}", file=sys.stderr)
             return 2
     if ray is not None:
+        from ecab_tune.cluster import ClusterJoinError
         from serve.ray_deployment import run_on_ray
 
-        run_on_ray(settings, ray, log_level)
+        try:
+            run_on_ray(settings, ray, log_level)
+        except ClusterJoinError as exc:
+            print(f"serve: error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if settings.workers > 1:
         from serve.workers import run_workers
