@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py                      # resnet20 + bridge, random weights, 1×28×28
     python benchmarks/serving.py --model runs/<name>  # a real checkpoint or experiment
+    python benchmarks/serving.py --cam --figure cam.png  # and /predict?cam=true side by side
 
 Starts `python -m serve` on a free loopback port, sends single-image PNG requests (multipart,
 default query: top-5 and attention weights) at each concurrency, from wrk when it is installed
@@ -9,7 +10,8 @@ default query: top-5 and attention weights) at each concurrency, from wrk when i
 from an httpx async client, and measures, in the same run, the model's own forward time at
 batch 1 and batch `--max-batch`. Targets: p50 at concurrency 1 ≤ 1.5× the model-only batch-1
 latency; throughput at 32 clients ≥ 3× the sequential one; zero errors. Exits 1 on any failed
-request.
+request. With `--cam`, every measurement is repeated with `?cam=true` (Grad-CAM: one backward
+pass) and shown side by side.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ecab_tune.checkpoint import Meta
 from ecab_tune.data import DataInfo, image_to_uint8, preprocess
 from ecab_tune.models import ModelConfig
 from serve.__main__ import parse_args
-from serve.inference import resolve_checkpoint
+from serve.inference import load_handle, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -119,6 +121,47 @@ def model_only(folder: Path, pngs: list[bytes], batch: int, repeats: int) -> tup
     return statistics.median(one), throughput
 
 
+def handle_latency(folder: Path, pngs: list[bytes], batch: int, repeats: int, cam: bool) -> float:
+    """Median seconds of the service's own `predict` (attention on) at `batch`, with or without
+    the CAM: the cost of the map without HTTP around it."""
+    handle = load_handle(folder)
+    d = handle.meta.data
+    uint8 = torch.stack(
+        [image_to_uint8(Image.open(io.BytesIO(p)), d.channels, (d.height, d.width)) for p in pngs]
+    )
+    x = uint8.repeat((batch + len(uint8) - 1) // len(uint8), 1, 1, 1)[:batch]
+    for _ in range(5):
+        handle.predict(x, 5, True, cam)
+    times = []
+    for _ in range(max(5, repeats // batch)):
+        t = time.perf_counter()
+        handle.predict(x, 5, True, cam)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def cam_figure(rows: dict[str, tuple[float, float]], path: Path, title: str) -> None:
+    """One side-by-side bar chart: each measurement without and with `cam=true`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    names = list(rows)
+    pos = np.arange(len(names))
+    for i, (label, colour) in enumerate((("cam=false", "#8da0cb"), ("cam=true", "#fc8d62"))):
+        values = [rows[n][i] for n in names]
+        bars = ax.bar(pos + (i - 0.5) * 0.38, values, 0.38, label=label, color=colour)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(pos, names, fontsize=8)
+    ax.set_ylabel("ms (median)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,7 +210,9 @@ def wait_for_workers(url: str, n: int, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
+async def load(
+    url: str, pngs: list[bytes], concurrency: int, requests: int, query: str = ""
+) -> dict[str, float]:
     """`requests` requests from `concurrency` clients; latency percentiles and throughput."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
@@ -183,7 +228,7 @@ async def load(url: str, pngs: list[bytes], concurrency: int, requests: int) -> 
                     files = [("files", (f"{i}.png", pngs[i % len(pngs)], "image/png"))]
                     t = time.perf_counter()
                     try:
-                        ok = (await http.post("/predict", files=files)).status_code == 200
+                        ok = (await http.post(f"/predict{query}", files=files)).status_code == 200
                     except httpx.HTTPError:
                         ok = False
                     latencies.append(time.perf_counter() - t)
@@ -214,7 +259,9 @@ _WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M
 _UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
-def load_wrk(url: str, png: bytes, concurrency: int, seconds: int, tmp: Path) -> dict[str, float]:
+def load_wrk(
+    url: str, png: bytes, concurrency: int, seconds: int, tmp: Path, query: str = ""
+) -> dict[str, float]:
     """The same request from wrk (C, one thread): a load generator that leaves the server
     its cores, where the Python client spends as much CPU per request as the server does."""
     boundary = "ecab-benchmark-boundary"
@@ -233,7 +280,7 @@ def load_wrk(url: str, png: bytes, concurrency: int, seconds: int, tmp: Path) ->
             "--latency",
             "-s",
             str(tmp / "post.lua"),
-            f"{url}/predict",
+            f"{url}/predict{query}",
         ],
         capture_output=True,
         text=True,
@@ -285,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra `python -m serve` flag (repeatable), e.g. --server-arg=--threads=2",
     )
+    p.add_argument("--cam", action="store_true", help="also measure /predict?cam=true")
+    p.add_argument("--figure", type=Path, help="with --cam: write the side-by-side chart here")
     args = p.parse_args(argv)
     server_args = ["--workers", str(args.workers), *args.server_arg]
 
@@ -315,12 +364,28 @@ def main(argv: list[str] | None = None) -> int:
             )
             wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
             print(f"load generator: {'wrk' if wrk else 'httpx (Python, async)'}")
-            results = {
-                c: load_wrk(url, pngs[0], c, args.seconds, Path(tmp))
-                if wrk
-                else asyncio.run(load(url, pngs, c, args.requests))
-                for c in args.concurrency
-            }
+
+            def measure(c: int, query: str = "") -> dict[str, float]:
+                if wrk:
+                    return load_wrk(url, pngs[0], c, args.seconds, Path(tmp), query)
+                return asyncio.run(load(url, pngs, c, args.requests, query))
+
+            results = {c: measure(c) for c in args.concurrency}
+            cam_results = {c: measure(c, "?cam=true") for c in args.concurrency} if args.cam else {}
+            if args.cam:
+                cam_rows = {
+                    f"predict() batch {b}": tuple(
+                        handle_latency(folder, pngs, b, args.repeats, cam) * 1e3
+                        for cam in (False, True)
+                    )
+                    for b in (1, args.max_batch)
+                } | {
+                    f"HTTP p50, {c} client{'s' * (c > 1)}": (
+                        results[c]["p50"] * 1e3,
+                        cam_results[c]["p50"] * 1e3,
+                    )
+                    for c in args.concurrency
+                }
         finally:
             proc.terminate()
             try:
@@ -349,7 +414,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{results[hi]['throughput'] / batch_tp:.2f}×"
         )
         ok &= gain >= 3
-    errors = sum(r["errors"] for r in results.values())
+    if args.cam:
+        print(f"\n{'with attention, ms (median)':<28} {'cam=false':>10} {'cam=true':>10} {'×':>6}")
+        for name, (off, on) in cam_rows.items():
+            print(f"{name:<28} {off:>10.2f} {on:>10.2f} {on / off:>6.2f}")
+        if args.figure:
+            title = (
+                f"cost of cam=true: {meta.model.name} + {meta.model.attention}, "
+                f"{d.channels}×{d.height}×{d.width}, {torch.get_num_threads()} thread(s)"
+            )
+            cam_figure(cam_rows, args.figure, title)
+            print(f"figure: {args.figure}")
+    errors = sum(r["errors"] for r in [*results.values(), *cam_results.values()])
     print(f"errors: {errors} (target 0); targets {'met' if ok and not errors else 'MISSED'}")
     return 1 if errors else 0
 

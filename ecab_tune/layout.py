@@ -7,7 +7,8 @@ runs/<name>/
   optuna.db                the Optuna study (SQLite)
   search.json              the resolved search config, written when it starts (--resume)
   summary.json             written when the search ends or is interrupted: every trial
-  best/                    the exported best checkpoint, with a copy of the space file
+  best/                    the exported best checkpoint, with a copy of the space file,
+                           config.json and a README.md model card
 """
 
 EXPORT_DIR = "best"

@@ -38,6 +38,7 @@ from ecab_tune.layout import (
     SUMMARY_FILE,
     TRIAL_PREFIX,
 )
+from ecab_tune.model_card import write_card
 from ecab_tune.space import SearchSpace, SpaceError, load_space
 from ecab_tune.train import load_data
 
@@ -380,8 +381,10 @@ def export_best(
     }
     out = cfg.experiment_dir / EXPORT_DIR
     shutil.rmtree(out, ignore_errors=True)
-    checkpoint.save(out, model, dataclasses.replace(meta, metrics=metrics, extra=extra))
+    exported = dataclasses.replace(meta, metrics=metrics, extra=extra)
+    checkpoint.save(out, model, exported)
     shutil.copyfile(space.path, out / SPACE_COPY)
+    write_card(out, exported)  # config.json + README.md: best/ reads as a model folder
     return out
 
 

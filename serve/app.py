@@ -159,7 +159,7 @@ def _add_routes(
             images = await read_uploads(request, settings.max_images_per_request)
             body_received()
             with service.slot():
-                return await service.predict(images, query.top_k, query.attention)
+                return await service.predict(images, query.top_k, query.attention, query.cam)
 
         return await service.within_deadline(work)
 

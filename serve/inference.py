@@ -26,6 +26,8 @@ from ecab_tune.checkpoint import CheckpointError, Meta
 from ecab_tune.data import preprocess
 from ecab_tune.layout import EXPORT_DIR
 from ecab_tune.models import capture_attention
+from serve.bridge_sources import gate_sources, record_shares
+from serve.cam import grad_cam
 
 T = TypeVar("T")
 
@@ -53,14 +55,17 @@ class AttentionModuleInfo:
     kind: str
     outputs: tuple[str, ...]
     channels: int
+    sources: tuple[str, ...] = ()  # a bridge gate's source layers, in `layer_names`' words
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's answer: (class index, probability) best first, and its attention maps."""
+    """One image's answer: (class index, probability) best first, its attention maps (and each
+    bridge gate's `sources` shares by layer), and its class activation map if asked for."""
 
     top: list[tuple[int, float]]
-    attention: dict[str, dict[str, list[Any]]] | None
+    attention: dict[str, dict[str, Any]] | None
+    cam: list[list[float]] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,16 +90,21 @@ class ModelHandle:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.meta.data.classes)
 
-    def predict(self, images: Tensor, top_k: int, attention: bool) -> list[Prediction]:
+    def predict(
+        self, images: Tensor, top_k: int, attention: bool, cam: bool = False
+    ) -> list[Prediction]:
         """Classify a uint8 N×C×H×W batch exactly as training preprocesses it."""
-        with torch.inference_mode():
+        # Grad-CAM needs autograd, which inference_mode's tensors refuse; no_grad still skips
+        # the graph everywhere but inside `grad_cam`.
+        with torch.no_grad() if cam else torch.inference_mode():
             x = preprocess(images.to(self.device), self.meta.data)
             captured: dict[str, dict[str, Tensor]] = {}
-            if attention:
-                with capture_attention(self.model) as captured:
-                    logits = self.model(x)
-            else:
-                logits = self.model(x)
+            shares: dict[str, Tensor] = {}
+            with contextlib.ExitStack() as stack:
+                if attention:
+                    captured = stack.enter_context(capture_attention(self.model))
+                    shares = stack.enter_context(record_shares(self.model))
+                logits, maps_cam = grad_cam(self.model, x) if cam else (self.model(x), None)
             probs = torch.softmax(logits.float(), dim=1)
             values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
             # One .tolist() per tensor: far cheaper than per-element conversion.
@@ -102,16 +112,26 @@ class ModelHandle:
                 name: {kind: t.float().cpu().tolist() for kind, t in outputs.items()}
                 for name, outputs in captured.items()
             }
+            for name, share in shares.items():
+                maps[name]["sources"] = [
+                    dict(zip(self.sources[name], row, strict=True)) for row in share.cpu().tolist()
+                ]
             values_l, indices_l = values.cpu().tolist(), indices.cpu().tolist()
+            cams = None if maps_cam is None else maps_cam.cpu().tolist()
         return [
             Prediction(
                 top=list(zip(indices_l[i], values_l[i], strict=True)),
                 attention={n: {k: v[i] for k, v in m.items()} for n, m in maps.items()}
                 if attention
                 else None,
+                cam=None if cams is None else cams[i],
             )
             for i in range(len(values_l))
         ]
+
+    @property
+    def sources(self) -> dict[str, tuple[str, ...]]:
+        return {m.name: m.sources for m in self.attention_modules if m.sources}
 
 
 def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
@@ -146,12 +166,14 @@ def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
         raise CheckpointError(
             f"{folder}: the model does not run on its own input shape: {exc}"
         ) from exc
+    sources = gate_sources(model)
     modules = tuple(
         AttentionModuleInfo(
             name=name,
             kind=type(model.get_submodule(name)).__name__,
             outputs=tuple(outputs),
             channels=int(outputs["channel"].shape[1]) if "channel" in outputs else 0,
+            sources=sources.get(name, ()),
         )
         for name, outputs in captured.items()
     )
@@ -172,6 +194,7 @@ class _Job:
     images: Tensor
     top_k: int
     attention: bool
+    cam: bool
     future: asyncio.Future[list[Prediction]]
 
 
@@ -301,11 +324,11 @@ class Arrival:
         self.submitted = False
 
     def submit(
-        self, handle: ModelHandle, images: Tensor, top_k: int, attention: bool
+        self, handle: ModelHandle, images: Tensor, top_k: int, attention: bool, cam: bool = False
     ) -> asyncio.Future[list[Prediction]]:
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
         self.submitted = True
-        self._batcher._enqueue(_Job(handle, images, top_k, attention, future))
+        self._batcher._enqueue(_Job(handle, images, top_k, attention, cam, future))
         return future
 
 
@@ -314,7 +337,10 @@ def _run_group(jobs: list[_Job]) -> list[list[Prediction]]:
     handle = jobs[0].handle
     images = torch.cat([job.images for job in jobs]) if len(jobs) > 1 else jobs[0].images
     predictions = handle.predict(
-        images, max(job.top_k for job in jobs), any(job.attention for job in jobs)
+        images,
+        max(job.top_k for job in jobs),
+        any(job.attention for job in jobs),
+        any(job.cam for job in jobs),
     )
     out, start = [], 0
     for job in jobs:
@@ -322,7 +348,11 @@ def _run_group(jobs: list[_Job]) -> list[list[Prediction]]:
         start += len(job.images)
         out.append(
             [
-                Prediction(top=p.top[: job.top_k], attention=p.attention if job.attention else None)
+                Prediction(
+                    top=p.top[: job.top_k],
+                    attention=p.attention if job.attention else None,
+                    cam=p.cam if job.cam else None,
+                )
                 for p in mine
             ]
         )

@@ -38,6 +38,11 @@ class PredictQuery(_Strict):
     attention: bool = Field(
         default=True, description="include the weights of every attention module"
     )
+    cam: bool = Field(
+        default=False,
+        description="include a Grad-CAM map of the top-1 class on the last stage (costs one "
+        "backward pass)",
+    )
 
 
 class ReloadRequest(_Strict):
@@ -68,6 +73,10 @@ class AttentionWeights(BaseModel):
     spatial: list[list[float]] | None = Field(
         default=None, description="CBAM's spatial map, H×W rows"
     )
+    sources: dict[str, float] | None = Field(
+        default=None,
+        description="bridge gates: each source layer's share of the fused vector (sums to 1)",
+    )
 
 
 class ImagePrediction(BaseModel):
@@ -77,6 +86,12 @@ class ImagePrediction(BaseModel):
         default=None,
         description="weights of every attention module by name (unless attention=false)",
     )
+    cam: list[list[float]] | None = Field(
+        default=None,
+        description="with cam=true: where the model looked for its top-1 class, h×w rows in "
+        "[0, 1] at the last stage's resolution (Grad-CAM)",
+    )
+    cam_shape: list[int] | None = Field(default=None, description="[h, w] of `cam`")
 
 
 class PredictResponse(BaseModel):
@@ -89,6 +104,11 @@ class AttentionModule(BaseModel):
     kind: str = Field(description="the module's class")
     outputs: list[Literal["channel", "spatial"]]
     channels: int
+    sources: list[str] | None = Field(
+        default=None,
+        description="bridge gates: the conv outputs whose descriptors feed the gate ('stem', "
+        "'stage1.block0.conv1', ...)",
+    )
 
 
 class WorkerStatus(BaseModel):

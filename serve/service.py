@@ -160,7 +160,7 @@ class Service:
             ) from None
 
     async def predict(
-        self, uploads: list[Upload], top_k: int | None, attention: bool
+        self, uploads: list[Upload], top_k: int | None, attention: bool, cam: bool = False
     ) -> PredictResponse:
         # One handle for the whole request: a reload meanwhile cannot change its input shape.
         handle = self.current()
@@ -177,7 +177,7 @@ class Service:
             # Headers only (cheap): empty, unknown and oversized images are refused right here.
             opened = self.decoder.open(uploads, handle.input_shape)
             batch = await self.decoder.to_batch(opened, uploads, handle.input_shape)
-            future = arrival.submit(handle, batch, top_k, attention)
+            future = arrival.submit(handle, batch, top_k, attention, cam)
         results = await future
         return PredictResponse(
             model=display_name(self.root, handle.path),
@@ -224,7 +224,11 @@ class Service:
             config=meta.model.to_dict(),
             attention_modules=[
                 AttentionModule(
-                    name=m.name, kind=m.kind, outputs=list(m.outputs), channels=m.channels
+                    name=m.name,
+                    kind=m.kind,
+                    outputs=list(m.outputs),
+                    channels=m.channels,
+                    sources=list(m.sources) or None,
                 )
                 for m in handle.attention_modules
             ],
@@ -320,4 +324,6 @@ def _to_schema(name: str, result: Prediction, classes: tuple[str, ...]) -> Image
         attention=None
         if result.attention is None
         else {n: AttentionWeights(**maps) for n, maps in result.attention.items()},
+        cam=result.cam,
+        cam_shape=None if result.cam is None else [len(result.cam), len(result.cam[0])],
     )

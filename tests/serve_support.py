@@ -24,6 +24,16 @@ from ecab_tune.data import DataInfo, image_to_uint8, preprocess
 from ecab_tune.models import ModelConfig, capture_attention
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; playwright drives it, no browser download
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -165,8 +175,12 @@ def worker_pids(supervisor: int) -> set[int]:
 
 
 @contextlib.contextmanager
-def server_process(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-                   timeout: float = 60.0) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def server_process(
+    model: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    timeout: float = 60.0,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """As `server`, and the process too."""
     port = free_port()
     cmd = [

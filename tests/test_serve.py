@@ -180,7 +180,7 @@ def test_openapi_docs_and_page(client: TestClient) -> None:
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
     params = {p["name"]: p for p in spec["paths"]["/predict"]["post"]["parameters"]}
-    assert set(params) == {"top_k", "attention"}
+    assert set(params) == {"top_k", "attention", "cam"}
     assert params["top_k"]["in"] == "query"
     assert "classes per image" in params["top_k"]["description"]
     assert spec["paths"]["/predict"]["post"]["security"] == [{"HTTPBearer": []}]
@@ -568,7 +568,9 @@ def test_reload_swaps_models_and_keeps_the_old_on_failure(
     probs, maps = direct(ckpts["bridge_rgb"], Image.open(io.BytesIO(photo)))
     assert_matches(pred, probs, maps, RGB32.classes)
     assert all(
-        set(w) == {"channel", "spatial"} and w["spatial"] is None
+        set(w) == {"channel", "spatial", "sources"}
+        and w["spatial"] is None
+        and sum(w["sources"].values()) == pytest.approx(1)  # a bridge gate's source shares
         for w in pred["attention"].values()
     )
 

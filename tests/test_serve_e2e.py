@@ -19,6 +19,8 @@ import httpx
 import numpy as np
 import pytest
 from serve_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     FASHION,
     FASHION_DIR,
     ROOT,
@@ -32,16 +34,6 @@ from serve_support import (
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TOKEN = "e2e-token"
 
 

@@ -29,7 +29,8 @@ async function predict(file) {
   $("top").replaceChildren();
   $("attention").replaceChildren();
   $("preview").src = URL.createObjectURL(file);
-  $("preview").style.display = "block";
+  $("stage").style.display = "block";
+  $("cam-controls").hidden = true;
 
   const form = new FormData();
   form.append("files", file, file.name);
@@ -38,7 +39,7 @@ async function predict(file) {
   if (token) headers.Authorization = `Bearer ${token}`;
   let body;
   try {
-    const res = await fetch("predict?top_k=5", { method: "POST", body: form, headers });
+    const res = await fetch("predict?top_k=5&cam=true", { method: "POST", body: form, headers });
     body = await res.json();
     if (!res.ok) throw new Error(`${res.status}: ${body.detail}`);
   } catch (err) {
@@ -48,6 +49,7 @@ async function predict(file) {
   const result = body.predictions[0];
   showTop(result.top);
   showAttention(result.attention || {});
+  if (result.cam) showCam(result.cam);
   setStatus(`done: ${file.name}`);
 }
 
@@ -80,16 +82,22 @@ function showAttention(modules) {
     caption.textContent = `${name} · ${channels.length} channels` +
       (weights.spatial ? " · spatial map" : "");
     fig.append(caption);
-    if (channels.length) fig.append(channelChart(channels));
+    if (channels.length) {
+      const value = document.createElement("div");
+      value.className = "gate-value";
+      fig.append(channelChart(channels, value), value);
+    }
     if (weights.spatial) fig.append(spatialMap(weights.spatial));
+    if (weights.sources) fig.append(sourcesDiagram(name, weights.sources));
     return fig;
   });
   $("attention").replaceChildren(...figures);
   if (!figures.length) $("attention").textContent = "this model has no attention modules";
 }
 
-// One bar per channel; the gates are sigmoids, so the axis is fixed to [0, 1].
-function channelChart(values) {
+// One bar per channel; the gates are sigmoids, so the axis is fixed to [0, 1]. Hovering a bar
+// writes its channel and value into `readout`.
+function channelChart(values, readout) {
   const canvas = document.createElement("canvas");
   canvas.className = "channel";
   const width = 280, height = 90, ratio = window.devicePixelRatio || 1;
@@ -105,7 +113,63 @@ function channelChart(values) {
     const h = Math.max(1, Math.min(1, Math.max(0, v)) * (height - 2));
     ctx.fillRect(i * step, height - h, Math.max(1, step - (step > 3 ? 1 : 0)), h);
   });
+  canvas.addEventListener("mousemove", (e) => {
+    const rect = canvas.getBoundingClientRect();
+    const i = Math.min(values.length - 1,
+      Math.max(0, Math.floor((e.clientX - rect.left) / rect.width * values.length)));
+    readout.textContent = `channel ${i}: ${values[i].toFixed(3)}`;
+  });
+  canvas.addEventListener("mouseleave", () => { readout.textContent = ""; });
   return canvas;
+}
+
+// A bridge gate's sources: each layer that feeds it, with its share of the fused vector.
+function sourcesDiagram(gate, shares) {
+  const box = document.createElement("div");
+  box.className = "sources";
+  const rows = Object.entries(shares).map(([layer, share]) => {
+    const row = document.createElement("div");
+    row.className = "source";
+    row.dataset.layer = layer;
+    const name = document.createElement("span");
+    name.textContent = layer;
+    const bar = document.createElement("div");
+    bar.className = "share";
+    bar.style.width = `${Math.max(1, 100 * share)}%`;
+    const pct = document.createElement("span");
+    pct.textContent = `${(100 * share).toFixed(0)}%`;
+    row.append(name, bar, pct);
+    return row;
+  });
+  const arrow = document.createElement("div");
+  arrow.className = "arrow";
+  arrow.textContent = `↓ fused into the gate of ${gate}`;
+  box.append(...rows, arrow);
+  return box;
+}
+
+// Grad-CAM over the image: one canvas pixel per map cell (the browser stretches it smoothly);
+// colour and alpha grow with the value, so where the model did not look stays see-through.
+function showCam(rows) {
+  const canvas = $("cam");
+  const h = rows.length, w = rows[0].length;
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  rows.forEach((row, y) => row.forEach((v, x) => {
+    const k = 4 * (y * w + x), c = Math.min(1, Math.max(0, v));
+    img.data[k] = 255; img.data[k + 1] = Math.round(220 * (1 - c)); img.data[k + 2] = 0;
+    img.data[k + 3] = Math.round(255 * c);
+  }));
+  ctx.putImageData(img, 0, 0);
+  $("cam-controls").hidden = false;
+  applyCamControls();
+}
+
+function applyCamControls() {
+  $("cam").style.display = $("cam-toggle").checked ? "block" : "none";
+  $("cam").style.opacity = String($("cam-opacity").value / 100);
 }
 
 // CBAM's spatial gate as a grey-scale heat map, one canvas pixel per map cell.
@@ -125,6 +189,8 @@ function spatialMap(rows) {
   return canvas;
 }
 
+$("cam-toggle").addEventListener("change", applyCamControls);
+$("cam-opacity").addEventListener("input", applyCamControls);
 $("file").addEventListener("change", (e) => {
   if (e.target.files.length) predict(e.target.files[0]);
 });

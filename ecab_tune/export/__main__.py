@@ -1,0 +1,31 @@
+"""python -m ecab_tune.export runs/<name>/best --format onnx|torchscript --out DIR"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ecab_tune.checkpoint import CheckpointError
+from ecab_tune.export import FORMATS, SIGNATURE, ExportError, export_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ecab_tune.export",
+        description="Export a checkpoint as a self-contained model: uint8 images in, logits "
+        "and each attention module's channel weights out, any batch size.",
+    )
+    parser.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<name>/best")
+    parser.add_argument("--format", choices=FORMATS, required=True)
+    parser.add_argument("--out", required=True, help="folder to write the model file into")
+    args = parser.parse_args(argv)
+    try:
+        path = export_model(args.checkpoint, args.format, args.out)
+    except (CheckpointError, ExportError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(f"[export] {args.format} -> {path} (inputs and outputs: {path.parent / SIGNATURE})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
