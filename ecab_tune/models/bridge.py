@@ -194,7 +194,7 @@ class BridgeAttention(AttentionModule):
         if self.project is not None:
             fused = self.norm(self.project(torch.cat(descriptors, dim=1)))
             if self.fusion == "sum":
-                fused = fused.view(len(fused), self.sources, -1).sum(1)
+                fused = fused.view(fused.shape[0], self.sources, -1).sum(1)  # shape: traceable
         elif self.fusion == "sum":
             fused = self.hidden(torch.stack(descriptors).sum(0))
         else:
@@ -237,7 +237,7 @@ class AdaptiveBridgeAttention(AttentionModule):
     def forward(self, x: Tensor, descriptors: list[Tensor] | None = None) -> Tensor:
         assert descriptors is not None, "a bridge gate needs the descriptors of its sources"
         projected = self.project(torch.cat(descriptors, dim=1))  # N × n·w, source-major
-        stacked = projected.view(len(projected), self.sources, -1).transpose(1, 2)  # N × w × n
+        stacked = projected.view(projected.shape[0], self.sources, -1).transpose(1, 2)  # N×w×n
         fused = self.norm(self.select(stacked).squeeze(-1))
         weights = torch.sigmoid(self.gate(F.relu(fused)))
         self.record("channel", weights)
