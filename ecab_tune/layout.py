@@ -8,6 +8,8 @@ runs/<name>/
   search.json              the resolved search config, written when it starts (--resume)
   summary.json             written when the search ends or is interrupted: every trial
   best/                    the exported best checkpoint, with a copy of the space file
+  pareto/<k>/              with several --objectives: each Pareto-optimal trial, exported as best/
+  mlruns/                  with --tracker mlflow: the MLflow file store
 """
 
 EXPORT_DIR = "best"
@@ -17,5 +19,7 @@ RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"  # the trial's sampled parameters (Ray Tune's own)
 ERROR_FILE = "error.txt"  # ray.tune.result.EXPR_ERROR_FILE, without importing Ray
 SUMMARY_FILE = "summary.json"
+PARETO_DIR = "pareto"
+MLFLOW_DIR = "mlruns"
 SEARCH_FILE = "search.json"
 SPACE_COPY = "search_space.yaml"

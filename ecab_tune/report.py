@@ -219,32 +219,14 @@ def ranked(trials: Sequence[TrialRecord], metric: str, mode: str) -> list[TrialR
 
 
 # ---------------------------------------------------------------- parameter importances
-def _space_distribution(param: Param) -> Any:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if param.type == "choice":
-        return CategoricalDistribution(param.values)
-    if param.type in ("int", "logint"):
-        return IntDistribution(int(param.low), int(param.high), log=param.type == "logint")
-    return FloatDistribution(param.low, param.high, log=param.type == "loguniform")
-
-
 def _distribution(values: Sequence[Any], declared: Param | None) -> Any:
     """The space's distribution when the values fit it (the file may have changed since the
     search ran), else one spanning the observed values."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    if declared is not None and (
-        all(v in declared.values for v in values)
-        if declared.type == "choice"
-        else numbers and all(declared.low <= v <= declared.high for v in values)
-    ):
-        return _space_distribution(declared)
+    if declared is not None and all(declared.contains(v) for v in values):
+        return declared.distribution()
     if not numbers:
         return CategoricalDistribution(sorted(set(values), key=str))
     return FloatDistribution(min(values), max(values))
