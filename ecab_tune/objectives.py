@@ -13,7 +13,8 @@ from typing import Literal
 from ecab_tune.engine import EpochResult
 
 # Every metric a trial reports that is worth optimising: per epoch, and once per trial.
-PER_EPOCH = tuple(f.name for f in dataclasses.fields(EpochResult) if f.name != "epoch")
+# `lr` is the schedule's, not an outcome.
+PER_EPOCH = tuple(f.name for f in dataclasses.fields(EpochResult) if f.name not in ("epoch", "lr"))
 PER_TRIAL = ("num_params", "macs", "latency_ms")
 REPORTED = PER_EPOCH + PER_TRIAL
 MODES = ("max", "min")
