@@ -32,7 +32,8 @@ from ecab_tune.data import DatasetNotFoundError, Splits
 from ecab_tune.engine import evaluate
 from ecab_tune.layout import (
     EXPORT_DIR,
-    MLFLOW_DIR,
+    MLFLOW_ARTIFACTS,
+    MLFLOW_DB,
     OPTUNA_DB,
     PARETO_DIR,
     SEARCH_FILE,
@@ -328,11 +329,19 @@ def tracker_callbacks(cfg: SearchConfig) -> list[Any]:
 
         return [TBXLoggerCallback()]  # event files in every trial folder
     if cfg.tracker == "mlflow":
+        from mlflow.tracking import MlflowClient
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+        # A SQLite store in the experiment (MLflow 3 refuses its plain-file store), and the
+        # experiment made here so that its artifact folder is inside ours too, not in the cwd.
+        uri = f"sqlite:///{cfg.experiment_dir / MLFLOW_DB}"
+        client = MlflowClient(tracking_uri=uri)
+        if client.get_experiment_by_name(str(cfg.name)) is None:
+            artifacts = (cfg.experiment_dir / MLFLOW_ARTIFACTS).as_uri()
+            client.create_experiment(str(cfg.name), artifact_location=artifacts)
         return [
             MLflowLoggerCallback(
-                tracking_uri=(cfg.experiment_dir / MLFLOW_DIR).as_uri(),
+                tracking_uri=uri,
                 experiment_name=str(cfg.name),
                 save_artifact=False,  # the checkpoints already live in the trial folders
             )
