@@ -322,6 +322,22 @@ def build_tuner(
     )
 
 
+TRACKER_MODULES = {"tensorboard": "tensorboardX", "mlflow": "mlflow"}
+
+
+def check_tracker(tracker: str) -> None:
+    """Before any data loads: the tracker's package is installed (the `trackers` extra)."""
+    import importlib
+
+    try:
+        importlib.import_module(TRACKER_MODULES[tracker])
+    except ImportError as exc:
+        raise ValueError(
+            f"--tracker {tracker} needs {TRACKER_MODULES[tracker]}: "
+            "pip install 'ecab_tune[trackers]'"
+        ) from exc
+
+
 def tracker_callbacks(cfg: SearchConfig) -> list[Any]:
     """Ray Tune's logger callback for --tracker; each writes inside the experiment folder."""
     if cfg.tracker == "tensorboard":
@@ -570,6 +586,8 @@ def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
         raise ValueError(
             f"{cfg.experiment_dir} exists: pass --resume to continue it or choose a new --name"
         )
+    if cfg.tracker != "none":
+        check_tracker(cfg.tracker)
     if cfg.warm_start is not None:
         from ecab_tune.warm_start import check_compatible, load_old_trials
 

@@ -78,3 +78,43 @@ def test_members_are_full_budget_trials_at_their_best_epoch():
     members = pareto_members(results, objectives, eligible={"a", "b", "c"})
     assert [m.checkpoint for m in members] == ["a@2", "b@1"]
     assert members[0].values == {"val_acc": 0.80, "macs": 200.0}
+
+
+def test_with_two_objectives_stopped_trials_still_reach_optuna_as_pruned():
+    import optuna
+
+    from ecab_tune.tuning import BudgetAwareOptunaSearch
+
+    searcher = BudgetAwareOptunaSearch(
+        space=lambda t: {"lr": t.suggest_float("lr", 1e-3, 1.0, log=True)},
+        sampler=optuna.samplers.TPESampler(seed=0),
+        max_epochs=2,
+        metric=["val_acc", "macs"],
+        mode=["max", "min"],
+    )
+    for trial_id, accs in (("full", [0.5, 0.7]), ("stopped", [0.3])):
+        searcher.suggest(trial_id)
+        for epoch, acc in enumerate(accs, 1):
+            result = {"val_acc": acc, "macs": 100, "latency_ms": 0.5, "training_iteration": epoch}
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result)
+    full, stopped = searcher._ot_study.get_trials()
+    assert full.state == optuna.trial.TrialState.COMPLETE and full.values == [0.7, 100]
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.values is None
+    # Optuna keeps no per-epoch values with two objectives; the curve is a user attribute.
+    assert full.user_attrs["curve"] == {"1": [0.5, 100], "2": [0.7, 100]}
+    assert stopped.user_attrs["latency_ms"] == 0.5 and stopped.user_attrs["epochs"] == 1
+    assert "lr" in searcher.suggest("next")  # TPE samples on from a study with a pruned trial
+
+
+@pytest.mark.parametrize("tracker,module", [("tensorboard", "tensorboardX"), ("mlflow", "mlflow")])
+def test_a_tracker_without_its_package_is_refused_before_the_search(
+    tracker, module, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # as if not installed
+    with pytest.raises(SystemExit) as exit_:
+        main(["--space", "quick", "--storage", str(tmp_path), "--tracker", tracker])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--tracker {tracker} needs {module}: pip install 'ecab_tune[trackers]'" in err
+    assert not any(tmp_path.iterdir())
