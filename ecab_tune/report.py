@@ -219,32 +219,14 @@ def ranked(trials: Sequence[TrialRecord], metric: str, mode: str) -> list[TrialR
 
 
 # ---------------------------------------------------------------- parameter importances
-def _space_distribution(param: Param) -> Any:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if param.type == "choice":
-        return CategoricalDistribution(param.values)
-    if param.type in ("int", "logint"):
-        return IntDistribution(int(param.low), int(param.high), log=param.type == "logint")
-    return FloatDistribution(param.low, param.high, log=param.type == "loguniform")
-
-
 def _distribution(values: Sequence[Any], declared: Param | None) -> Any:
     """The space's distribution when the values fit it (the file may have changed since the
     search ran), else one spanning the observed values."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    if declared is not None and (
-        all(v in declared.values for v in values)
-        if declared.type == "choice"
-        else numbers and all(declared.low <= v <= declared.high for v in values)
-    ):
-        return _space_distribution(declared)
+    if declared is not None and all(declared.contains(v) for v in values):
+        return declared.distribution()
     if not numbers:
         return CategoricalDistribution(sorted(set(values), key=str))
     return FloatDistribution(min(values), max(values))
@@ -298,17 +280,23 @@ def param_importances(exp: Experiment, metric: str, mode: str) -> tuple[dict[str
         "" if budget == exp.max_epochs else " (the budget every trial reached)"
     )
     failures = []
-    for evaluator in (
-        optuna.importance.FanovaImportanceEvaluator(seed=0),
-        optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0),
+    # fANOVA and mean decrease impurity fit scikit-learn forests (their constructors import
+    # it); PED-ANOVA needs only numpy, so an image without scikit-learn still gets importances.
+    for name, make in (
+        ("FanovaImportanceEvaluator", lambda: optuna.importance.FanovaImportanceEvaluator(seed=0)),
+        (
+            "MeanDecreaseImpurityImportanceEvaluator",
+            lambda: optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0),
+        ),
+        ("PedAnovaImportanceEvaluator", optuna.importance.PedAnovaImportanceEvaluator),
     ):
         try:
-            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            importances = optuna.importance.get_param_importances(study, evaluator=make())
         except (ImportError, ValueError, RuntimeError) as exc:
-            failures.append(f"{type(evaluator).__name__}: {exc}")
+            failures.append(f"{name}: {exc}")
             continue
         fallback = f"; fANOVA failed: {failures[0]}" if failures else ""
-        return importances, f"{type(evaluator).__name__} over {how}{fallback}"
+        return importances, f"{name} over {how}{fallback}"
     return {}, "; ".join(failures)
 
 
@@ -398,6 +386,36 @@ def plot_cost(exp: Experiment, cfg: ReportConfig) -> Plot:
     return Plot(title, file, True, "red: the Pareto front, the best value for at most that cost")
 
 
+def plot_model_cost(exp: Experiment, cfg: ReportConfig) -> Plot:
+    title, file = "Accuracy vs model cost (Pareto front)", "pareto.png"
+    costs = {"MACs": "macs", "batch-1 latency (ms)": "latency_ms"}
+    # Full-budget trials only: a stopped trial's accuracy would put budget on the y axis.
+    scored = [t for t in ranked(exp.trials, cfg.metric, cfg.mode) if t.epochs >= exp.max_epochs]
+    panels = {
+        label: [float(t.history[-1][key]) for t in scored]
+        for label, key in costs.items()
+        if scored and all(isinstance(t.history[-1].get(key), int | float) for t in scored)
+    }
+    if not panels:
+        why = "no full-budget trial reported macs or latency_ms (a search from before they were)"
+        return _skipped(cfg, title, file, why)
+    plots.cost_tradeoff(
+        panels,
+        [t.best(cfg.metric, cfg.mode) for t in scored],
+        [t.trial_id for t in scored],
+        cfg.mode,
+        cfg.out / file,
+        ylabel=f"best {cfg.metric}",
+    )
+    return Plot(
+        title,
+        file,
+        True,
+        f"full-budget trials; red: the Pareto front (python -m ecab_tune.search --objectives "
+        f"{cfg.metric}:{cfg.mode},macs:min exports its members to pareto/)",
+    )
+
+
 def plot_best_curve(exp: Experiment, cfg: ReportConfig) -> Plot:
     title, file = "Learning curve of the best trial", "best_learning_curve.png"
     scored = ranked(exp.trials, cfg.metric, cfg.mode)
@@ -416,7 +434,14 @@ def plot_best_curve(exp: Experiment, cfg: ReportConfig) -> Plot:
     return Plot(title, file, True, f"trial {best.trial_id}, {_epochs(best.epochs)}")
 
 
-PLOTS = (plot_history, plot_importances, plot_fusion_variants, plot_cost, plot_best_curve)
+PLOTS = (
+    plot_history,
+    plot_importances,
+    plot_fusion_variants,
+    plot_cost,
+    plot_model_cost,
+    plot_best_curve,
+)
 
 
 # ---------------------------------------------------------------- the document

@@ -32,13 +32,17 @@ from ecab_tune.data import DatasetNotFoundError, Splits
 from ecab_tune.engine import evaluate
 from ecab_tune.layout import (
     EXPORT_DIR,
+    MLFLOW_ARTIFACTS,
+    MLFLOW_DB,
     OPTUNA_DB,
+    PARETO_DIR,
     SEARCH_FILE,
     SPACE_COPY,
     SUMMARY_FILE,
     TRIAL_PREFIX,
 )
 from ecab_tune.model_card import write_card
+from ecab_tune.objectives import Objective, parse_objectives
 from ecab_tune.space import SearchSpace, SpaceError, load_space
 from ecab_tune.train import load_data
 
@@ -94,6 +98,21 @@ class SearchConfig:
         default=False,
         metadata=_help("on Ctrl-C/SIGTERM, still export the best trial so far (marked partial)"),
     )
+    objectives: str | None = field(
+        default=None,
+        metadata=_help(
+            "METRIC:max|min,... over reported metrics, e.g. val_acc:max,macs:min; the first "
+            "drives ASHA and best/, two or more export the Pareto set (default: the space's metric)"
+        ),
+    )
+    warm_start: str | None = field(
+        default=None,
+        metadata=_help("an earlier experiment folder whose fitting trials seed this study"),
+    )
+    tracker: Literal["none", "tensorboard", "mlflow"] = field(
+        default="none",
+        metadata=_help("also log every trial to TensorBoard or MLflow, inside the experiment"),
+    )
 
     def __post_init__(self) -> None:
         for key in ("subset", "num_samples", "max_epochs", "max_concurrent"):
@@ -114,6 +133,10 @@ class SearchConfig:
             raise ValueError("--resume needs --name of the experiment to continue")
         if self.name is not None and (not self.name or "/" in self.name):
             raise ValueError(f"--name={self.name!r} must be a plain folder name")
+        if self.objectives is not None:
+            parse_objectives(self.objectives)
+        if self.warm_start is not None and self.resume:
+            raise ValueError("--warm-start seeds a new study; a resumed one already has its trials")
 
     def resolved(self, space: SearchSpace) -> SearchConfig:
         """Fill every None from the space's defaults, so the run is fully specified."""
@@ -126,7 +149,17 @@ class SearchConfig:
             num_samples=self.num_samples or d.num_samples,
             max_epochs=self.max_epochs or d.max_epochs,
             searcher=self.searcher or d.searcher,
+            objectives=self.objectives or f"{d.metric}:{d.mode}",
         )
+
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        """The objectives, first the one ASHA and best/ go by (a resolved config's)."""
+        return parse_objectives(str(self.objectives))
+
+    @property
+    def primary(self) -> Objective:
+        return self.objective_list[0]
 
     @property
     def experiment_dir(self) -> Path:
@@ -230,15 +263,26 @@ def build_tuner(
             str(exp_dir), trainable=fn, resume_unfinished=True, resume_errored=True
         )
     exp_dir.mkdir(parents=True, exist_ok=True)
-    metric, mode = space.defaults.metric, space.defaults.mode
-    # Tune only hands metric/mode to a searcher built without a space; ours has one.
+    objectives = cfg.objective_list
+    metric, mode = cfg.primary.metric, cfg.primary.mode
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / OPTUNA_DB}")
+    if cfg.warm_start is not None:
+        from ecab_tune.warm_start import seed_study
+
+        seeded = seed_study(
+            Path(cfg.warm_start), storage, str(cfg.name), space, objectives, int(cfg.max_epochs),
+            enqueue_top=max(1, int(cfg.num_samples) // 4),
+        )  # fmt: skip
+        print(f"[search] warm start from {cfg.warm_start}: {seeded}", flush=True)
+    # Tune only hands metric/mode to a searcher built without a space; ours has one. Several
+    # objectives make it multi-objective; Tune's own metric (ASHA, checkpoints) is the first.
     searcher = BudgetAwareOptunaSearch(
         space=space.sample,
-        metric=metric,
-        mode=mode,
+        metric=[o.metric for o in objectives] if len(objectives) > 1 else metric,
+        mode=[o.mode for o in objectives] if len(objectives) > 1 else mode,
         sampler=make_sampler(cfg, space),
         study_name=cfg.name,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / OPTUNA_DB}"),
+        storage=storage,
         max_epochs=int(cfg.max_epochs),
         stopped_as_pruned=cfg.stopped_trials == "pruned",
         experiment_dir=exp_dir,
@@ -272,11 +316,54 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode
             ),
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), *tracker_callbacks(cfg)],
             # Our progress lines replace Ray's tables and result boxes unless asked for.
             verbose=1 if cfg.verbose else 0,
         ),
     )
+
+
+TRACKER_MODULES = {"tensorboard": "tensorboardX", "mlflow": "mlflow"}
+
+
+def check_tracker(tracker: str) -> None:
+    """Before any data loads: the tracker's package is installed (the `trackers` extra)."""
+    import importlib
+
+    try:
+        importlib.import_module(TRACKER_MODULES[tracker])
+    except ImportError as exc:
+        raise ValueError(
+            f"--tracker {tracker} needs {TRACKER_MODULES[tracker]}: "
+            "pip install 'ecab_tune[trackers]'"
+        ) from exc
+
+
+def tracker_callbacks(cfg: SearchConfig) -> list[Any]:
+    """Ray Tune's logger callback for --tracker; each writes inside the experiment folder."""
+    if cfg.tracker == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+
+        return [TBXLoggerCallback()]  # event files in every trial folder
+    if cfg.tracker == "mlflow":
+        from mlflow.tracking import MlflowClient
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        # A SQLite store in the experiment (MLflow 3 refuses its plain-file store), and the
+        # experiment made here so that its artifact folder is inside ours too, not in the cwd.
+        uri = f"sqlite:///{cfg.experiment_dir / MLFLOW_DB}"
+        client = MlflowClient(tracking_uri=uri)
+        if client.get_experiment_by_name(str(cfg.name)) is None:
+            artifacts = (cfg.experiment_dir / MLFLOW_ARTIFACTS).as_uri()
+            client.create_experiment(str(cfg.name), artifact_location=artifacts)
+        return [
+            MLflowLoggerCallback(
+                tracking_uri=uri,
+                experiment_name=str(cfg.name),
+                save_artifact=False,  # the checkpoints already live in the trial folders
+            )
+        ]
+    return []
 
 
 def trial_status(result: Any, max_epochs: int) -> str:
@@ -351,16 +438,34 @@ def export_best(
     partial: bool = False,
 ) -> Path:
     """Copy the best trial's best checkpoint out as a self-contained, servable folder."""
-    metric, mode = space.defaults.metric, space.defaults.mode
+    metric, mode = cfg.primary.metric, cfg.primary.mode
     best = grid.get_best_result(metric, mode, scope="all", filter_nan_and_inf=True)
     chosen = best.get_best_checkpoint(metric, mode) or best.checkpoint
     if chosen is None:
         raise RuntimeError("no trial produced a checkpoint; nothing to export")
+    out = cfg.experiment_dir / EXPORT_DIR
+    return export_trial(best, chosen, cfg, space, splits, table, out, partial=partial)
+
+
+def export_trial(
+    result: Any,
+    chosen: Any,
+    cfg: SearchConfig,
+    space: SearchSpace,
+    splits: Splits,
+    table: list[dict[str, Any]],
+    out: Path,
+    *,
+    partial: bool = False,
+    extra_metrics: dict[str, Any] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """One trial's checkpoint `chosen`, re-scored on val and test, as a servable folder `out`."""
     with chosen.as_directory() as folder:
         model, meta = checkpoint.load_model(folder)
     val_loss, val_acc = evaluate(model, splits.val or splits.test, splits.info, 1024)
     test_loss, test_acc = evaluate(model, splits.test, splits.info, 1024)
-    trial_id = Path(best.path).name.removeprefix(TRIAL_PREFIX)
+    trial_id = Path(result.path).name.removeprefix(TRIAL_PREFIX)
     metrics = {
         "val_acc": val_acc,
         "val_loss": val_loss,
@@ -370,22 +475,51 @@ def export_best(
         "trial_id": trial_id,
         "num_params": sum(p.numel() for p in model.parameters()),
         "test_images": len(splits.test),
+        **(extra_metrics or {}),
     }
     status = next((r["status"] for r in table if r["trial_id"] == trial_id), None)
     extra = {
         "search": to_dict(cfg),
         "space": space.name,
-        "params": dict(best.config),
+        "params": dict(result.config),
         "status": status,  # the trial's, in statuses' words
         "partial": partial,  # True: the search was interrupted before it finished
+        **(extra_meta or {}),
     }
-    out = cfg.experiment_dir / EXPORT_DIR
     shutil.rmtree(out, ignore_errors=True)
     exported = dataclasses.replace(meta, metrics=metrics, extra=extra)
     checkpoint.save(out, model, exported)
     shutil.copyfile(space.path, out / SPACE_COPY)
     write_card(out, exported)  # config.json + README.md: best/ reads as a model folder
     return out
+
+
+def export_pareto(
+    grid: Any,
+    cfg: SearchConfig,
+    space: SearchSpace,
+    splits: Splits,
+    table: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every Pareto-optimal full-budget trial as `pareto/<k>/` (k = 0 is the best on the first
+    objective), each as servable as best/; one row per member for the summary."""
+    from ecab_tune.pareto import pareto_members
+
+    objectives = cfg.objective_list
+    finished = {r["trial_id"] for r in table if r["status"] == statuses.FINISHED}
+    members = pareto_members(list(grid), objectives, finished)
+    root = cfg.experiment_dir / PARETO_DIR
+    shutil.rmtree(root, ignore_errors=True)
+    rows = []
+    for k, member in enumerate(members):
+        out = export_trial(
+            member.result, member.checkpoint, cfg, space, splits, table, root / str(k),
+            extra_metrics={m: v for m, v in member.values.items() if not m.startswith("val_")},
+            extra_meta={"pareto": {"rank": k, "objectives": member.values}},
+        )  # fmt: skip
+        rows.append({"k": k, "trial_id": checkpoint.read_meta(out).metrics["trial_id"],
+                     **member.values, "path": str(out)})  # fmt: skip
+    return rows
 
 
 class _DropRayResumeHints(logging.Filter):
@@ -455,6 +589,14 @@ def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
         raise ValueError(
             f"{cfg.experiment_dir} exists: pass --resume to continue it or choose a new --name"
         )
+    if cfg.tracker != "none":
+        check_tracker(cfg.tracker)
+    if cfg.warm_start is not None:
+        from ecab_tune.warm_start import check_compatible, load_old_trials
+
+        old_dir = Path(cfg.warm_start).resolve()
+        check_compatible(load_old_trials(old_dir)[0], space, old_dir)
+        cfg = dataclasses.replace(cfg, warm_start=str(old_dir))
     return cfg, space
 
 
@@ -502,7 +644,7 @@ def _search(
     )
     print(f"[search] experiment folder: {exp_dir}", flush=True)
     start_ray(cfg.address, cfg.dashboard, "search")
-    metric, mode, max_epochs = space.defaults.metric, space.defaults.mode, int(cfg.max_epochs)
+    metric, mode, max_epochs = cfg.primary.metric, cfg.primary.mode, int(cfg.max_epochs)
     progress = SearchProgress(
         metric=metric, mode=mode, max_epochs=max_epochs, every_s=cfg.progress_every
     )
@@ -559,7 +701,21 @@ def conclude(
             f"test_acc {best['test_acc']:.2%} on {best['test_images']} test images -> {best_dir}",
             flush=True,
         )
-    summary = {"best": best, "interrupted": unfinished, "trials": table, "search": to_dict(cfg)}
+    pareto: list[dict[str, Any]] = []
+    if len(cfg.objective_list) > 1 and not unfinished:
+        pareto = export_pareto(grid, cfg, space, splits, table)
+        print(
+            f"[search] Pareto set over {cfg.objectives}: {len(pareto)} trial(s) -> "
+            f"{exp_dir / PARETO_DIR}",
+            flush=True,
+        )
+    summary = {
+        "best": best,
+        "interrupted": unfinished,
+        "trials": table,
+        "pareto": pareto,
+        "search": to_dict(cfg),
+    }
     (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     if not unfinished:
         return Outcome(exp_dir, best_dir, best, table)

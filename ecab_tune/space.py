@@ -85,6 +85,30 @@ class Param:
             )
         return trial.suggest_float(self.name, self.low, self.high, log=self.type == "loguniform")
 
+    def distribution(self) -> Any:
+        """The Optuna distribution `suggest` draws from."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.type == "choice":
+            return CategoricalDistribution(self.values)
+        if self.type in ("int", "logint"):
+            return IntDistribution(int(self.low), int(self.high), log=self.type == "logint")
+        return FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+
+    def contains(self, value: Any) -> bool:
+        """Whether `suggest` could have drawn `value` (e.g. a trial of an earlier search)."""
+        if self.type == "choice":
+            return value in self.values
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        if self.type in ("int", "logint") and value != int(value):
+            return False
+        return float(self.low) <= value <= float(self.high)
+
     def extremes(self) -> tuple[Any, ...]:
         return self.values if self.type == "choice" else (self.low, self.high)
 

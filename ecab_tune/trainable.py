@@ -18,7 +18,7 @@ from ray import tune
 from ecab_tune.data import Splits
 from ecab_tune.device import ray_task_device
 from ecab_tune.engine import DIVERGED, EpochResult
-from ecab_tune.profile import count_macs
+from ecab_tune.profile import count_macs, latency_ms
 from ecab_tune.space import SearchSpace
 from ecab_tune.train import make_trainer, save_trainer
 
@@ -65,7 +65,10 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
     with resumed.as_directory() if resumed else contextlib.nullcontext() as resume_dir:
         trainer = make_trainer(model_cfg, data, train_cfg, device, resume_dir)
     num_params = sum(p.numel() for p in trainer.model.parameters())
-    macs = count_macs(trainer.model, (info.channels, info.height, info.width))
+    input_shape = (info.channels, info.height, info.width)
+    macs = count_macs(trainer.model, input_shape)
+    # Once per trial, before training: a cost objective, as the trial's device serves batch-1.
+    latency = latency_ms(trainer.model, input_shape)
 
     fit_started_at = time.time()  # wall clock, to measure scheduling overhead per trial
     # Which cluster node ran each epoch: for monitoring, and to see failover in the results.
@@ -76,6 +79,7 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
             **result.to_dict(),
             "num_params": num_params,
             "macs": macs,
+            "latency_ms": latency,
             "diverged": diverged,
             "fit_started_at": fit_started_at,
             "node_id": node_id,

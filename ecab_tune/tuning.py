@@ -12,7 +12,11 @@
 4. Tune does not pass the result on which a scheduler stops a trial to the searcher's
    `on_trial_result`, so a trial ASHA stopped at its first rung had no intermediate value:
    every epoch is now recorded once (a retried or resumed epoch is not recorded twice), and each
-   trial carries its status, epochs, MACs and folder as user attributes for the dashboard.
+   trial carries its status, epochs, MACs, latency and folder as user attributes for the
+   dashboard.
+5. With several objectives Optuna keeps no per-epoch values (`Trial.report` is single-objective
+   only): each epoch's objective values are kept as the user attribute `curve` instead, and a
+   stopped trial still reaches Optuna as PRUNED (ranked below every complete one).
 """
 
 from __future__ import annotations
@@ -70,6 +74,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         seen = self._steps.setdefault(trial_id, set())
+        if isinstance(self.metric, list) and trial_id in self._ot_trials:
+            curve = self._ot_trials[trial_id].user_attrs.get("curve", {})
+            curve[str(step)] = [result.get(m) for m in self.metric]
+            self._set_attrs(trial_id, curve=curve)
         seen.add(step)
         if len(seen) == 1:
             self._set_attrs(trial_id, status=statuses.RUNNING)
@@ -87,7 +95,13 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             status = statuses.ERRORED
         else:
             status = statuses.ended_status(epochs, self.max_epochs, diverged=diverged)
-        self._set_attrs(trial_id, status=status, epochs=epochs, macs=(result or {}).get("macs"))
+        self._set_attrs(
+            trial_id,
+            status=status,
+            epochs=epochs,
+            macs=(result or {}).get("macs"),
+            latency_ms=(result or {}).get("latency_ms"),
+        )
         state = None
         if diverged:
             state = optuna.trial.TrialState.FAIL

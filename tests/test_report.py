@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ FIGURES = (
     "importances.png",
     "parallel_coordinates.png",
     "cost.png",
+    "pareto.png",
     "best_learning_curve.png",
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,6 +49,9 @@ def write_trial(exp: Path, trial_id: str, spec: tuple, order: int) -> None:
                 "images_per_s": 900.0,
                 "seconds": 30.0,
                 "num_params": 81434,
+                # Once per trial: concat fusion costs more than sum.
+                "macs": 2_366_528 if fusion == "concat" else 2_365_312,
+                "latency_ms": 0.8 + lr,
                 "diverged": False,
                 "fit_started_at": 1_000.0 + 100 * order,
                 "done": ending == "done" and epoch == len(accs),
@@ -148,6 +154,34 @@ def test_unknown_metric_exits_2_listing_the_reported_ones(tmp_path, capsys):
         main([str(exp), "--metric", "val_accuracy"])
     assert exit_.value.code == 2
     assert "val_acc" in capsys.readouterr().err
+
+
+def test_without_scikit_learn_importances_fall_back_to_ped_anova(tmp_path):
+    # The deployed image has no scikit-learn: fANOVA and mean decrease impurity cannot run.
+    exp = make_experiment(tmp_path, TRIALS)
+    hide = "import sys; sys.modules['sklearn'] = None; from ecab_tune.report import main; "
+    done = subprocess.run(
+        [sys.executable, "-c", hide + f"raise SystemExit(main([{str(exp)!r}]))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (exp / "report" / "report.md").read_text()
+    note = report.split("### Parameter importances")[1].split("###")[0]
+    assert "PedAnovaImportanceEvaluator over" in note and "fANOVA failed" in note
+    assert_valid_png(exp / "report" / "importances.png")
+
+
+def test_the_model_cost_front_is_skipped_for_trials_that_never_reported_macs(tmp_path):
+    exp = make_experiment(tmp_path, TRIALS)
+    for path in exp.glob("trial_*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+        old = [{k: v for k, v in r.items() if k not in ("macs", "latency_ms")} for r in rows]
+        path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "Skipped: no full-budget trial reported macs or latency_ms" in report
 
 
 def test_pareto_front_keeps_the_best_value_for_each_cost():
