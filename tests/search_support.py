@@ -109,7 +109,11 @@ def run_driver(args: list[str], log: Path, timeout: float = 300) -> int:
     """Run the search CLI to its end; its stdout and stderr go to `log`."""
     with log.open("w") as out:
         return subprocess.run(
-            args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+            args,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         ).returncode
 
@@ -119,7 +123,10 @@ def signal_mid_trial(args: list[str], exp: Path, log: Path, sig: int, max_epochs
     return the driver's exit code (its output goes to `log`)."""
     with log.open("w") as out:
         driver = subprocess.Popen(
-            args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            args,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         deadline = time.monotonic() + 240
