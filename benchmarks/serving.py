@@ -37,35 +37,14 @@ from PIL import Image
 
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
-from ecab_tune.data import DataInfo, image_to_uint8, preprocess
+from ecab_tune.data import image_to_uint8, preprocess
+from ecab_tune.data.sources import DEBIAN_FASHION_MNIST, FASHION_MNIST, read_idx
 from ecab_tune.models import ModelConfig
 from serve.__main__ import parse_args
 from serve.inference import load_handle, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION = DataInfo(
-    name="fashion-mnist",
-    classes=(
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ),
-    channels=1,
-    height=28,
-    width=28,
-    mean=(0.2860,),
-    std=(0.3530,),
-    crop_padding=2,
-    flip=True,
-)
+FASHION_DIR, FASHION = DEBIAN_FASHION_MNIST, FASHION_MNIST
 
 
 def random_checkpoint(folder: Path, arch: str, attention: str) -> Path:
@@ -77,10 +56,7 @@ def random_checkpoint(folder: Path, arch: str, attention: str) -> Path:
 def sample_images(n: int, channels: int, size: tuple[int, int]) -> list[bytes]:
     """Real Fashion-MNIST test images when present, else noise; PNG-encoded."""
     if FASHION_DIR.is_dir() and channels == 1 and size == (28, 28):
-        import gzip
-
-        with gzip.open(FASHION_DIR / "t10k-images-idx3-ubyte.gz") as f:
-            arrays = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+        arrays = read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz", 3)[:n]
     else:
         shape = (n, *size) if channels == 1 else (n, *size, channels)
         arrays = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)

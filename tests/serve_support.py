@@ -21,6 +21,7 @@ from PIL import Image
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
 from ecab_tune.data import DataInfo, image_to_uint8, preprocess
+from ecab_tune.data.sources import DEBIAN_FASHION_MNIST, FASHION_MNIST, read_idx
 from ecab_tune.models import ModelConfig, capture_attention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,31 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-
-FASHION = DataInfo(
-    name="fashion-mnist",
-    classes=FASHION_CLASSES,
-    channels=1,
-    height=28,
-    width=28,
-    mean=(0.2860,),
-    std=(0.3530,),
-    crop_padding=2,
-    flip=True,
-)
+FASHION_DIR, FASHION = DEBIAN_FASHION_MNIST, FASHION_MNIST
+FASHION_CLASSES = FASHION.classes
 RGB32 = DataInfo(
     name="rgb32",
     classes=tuple(f"class{k}" for k in range(10)),
@@ -132,12 +110,8 @@ def direct(folder: Path, image: Image.Image) -> tuple[torch.Tensor, dict[str, di
 
 def fashion_test_images(n: int) -> list[tuple[np.ndarray, int]]:
     """The first n Fashion-MNIST test images (28×28 uint8) with labels, from Debian's files."""
-    import gzip
-
-    with gzip.open(FASHION_DIR / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(FASHION_DIR / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    images = read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz", 3)
+    labels = read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz", 1)
     return [(images[i].copy(), int(labels[i])) for i in range(n)]
 
 
