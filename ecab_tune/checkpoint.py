@@ -58,10 +58,20 @@ class Meta:
         return cls(
             model=ModelConfig.from_dict(raw["model"]),
             data=DataInfo.from_dict(raw["data"]),
-            train=None if train is None else from_dict(TrainConfig, train),
+            train=None if train is None else from_dict(TrainConfig, _upgrade_train(train)),
             metrics=dict(raw.get("metrics") or {}),
             extra=dict(raw.get("extra") or {}),
         )
+
+
+def _upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
+    """Recipes saved before `precision` replaced the `amp` switch still load."""
+    if "amp" not in train:
+        return train
+    train = dict(train)
+    amp = train.pop("amp")
+    train.setdefault("precision", "auto" if amp else "fp32")
+    return train
 
 
 def _write_atomic(path: Path, write: Any) -> None:

@@ -182,3 +182,16 @@ def test_compiled_training_matches_eager():
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+def test_checkpoints_saved_with_the_old_amp_switch_still_load(tmp_path):
+    import json
+
+    trainer = tiny_trainer(epochs=1)
+    save_trainer(tmp_path, trainer, TINY)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    for amp, precision in ((True, "auto"), (False, "fp32")):
+        legacy = {k: v for k, v in meta["train"].items() if k != "precision"} | {"amp": amp}
+        (tmp_path / "meta.json").write_text(json.dumps({**meta, "train": legacy}))
+        assert checkpoint.read_meta(tmp_path).train.precision == precision
+        checkpoint.load_model(tmp_path)
