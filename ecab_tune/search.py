@@ -370,7 +370,9 @@ def trial_status(result: Any, max_epochs: int) -> str:
     """A trial's status from its Ray Tune result: Tune marks the result it ended on `done`."""
     last = result.metrics or {}
     epochs = int(last.get("training_iteration", 0))
-    if last.get("done"):
+    # A trial restored after its driver was killed may end without a `done` result: one that
+    # trained its whole budget has ended all the same.
+    if last.get("done") or (epochs >= max_epochs and not result.error):
         return statuses.ended_status(epochs, max_epochs, diverged=bool(last.get("diverged")))
     if result.error:
         return statuses.ERRORED

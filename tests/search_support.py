@@ -97,7 +97,7 @@ def kill_driver_then_resume(args: list[str], exp: Path, epochs: int, finished: i
     resumed = subprocess.run(
         [*args, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     after = trial_results(exp)
     assert all(r[-1]["training_iteration"] == epochs for r in after.values())
     for trial_id, count in before.items():

@@ -255,15 +255,17 @@ def test_fused_bridge_equals_the_per_source_gate_in_outputs_and_gradients(fusion
     (old(x, descriptors) ** 2).sum().backward()
     (new(x, descriptors) ** 2).sum().backward()
     torch.testing.assert_close(new(x, descriptors), old(x, descriptors))
+    # One matmul sums in another order than n small ones: equal up to float32 rounding.
+    close = {"rtol": 1e-4, "atol": 1e-4}
     old_grads = [p[0].weight.grad for p in old.projections]
     new_grads = [new.project.weight.grad[r, c] for r, c in new.project._blocks()]
     for got, expected in zip(new_grads, old_grads, strict=True):
-        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(got, expected, **close)
     off_block = new.project.weight.grad * (1 - new.project.mask)
     assert off_block.abs().sum() == 0  # the zeros stay zeros
-    torch.testing.assert_close(new.gate.weight.grad, old.gate.weight.grad)
+    torch.testing.assert_close(new.gate.weight.grad, old.gate.weight.grad, **close)
     bn_grad = torch.cat([p[1].weight.grad for p in old.projections])
-    torch.testing.assert_close(new.norm.weight.grad, bn_grad)
+    torch.testing.assert_close(new.norm.weight.grad, bn_grad, **close)
 
 
 def bav2_reference(state: dict, features: list, generation_bn: dict) -> torch.Tensor:
