@@ -8,6 +8,7 @@ that file alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -65,8 +66,6 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         no_extras=args.main_only,
     )
     if args.data_dir:
-        import dataclasses
-
         spec = dataclasses.replace(
             spec, data=dataclasses.replace(spec.data, data_dir=args.data_dir)
         )

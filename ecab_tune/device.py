@@ -63,6 +63,11 @@ def ray_task_device() -> torch.device:
     return torch.device("cuda")
 
 
+def device_name(device: torch.device) -> str:
+    """What a run reports it trained on: the card's name, or "cpu"."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def cuda_capability(device: torch.device) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device)
 

@@ -95,17 +95,17 @@ class Contrast:
 
 
 def paired_contrast(name: str, a: Sequence[float], b: Sequence[float]) -> Contrast:
-    """Paired t-test of mean(a − b) (scipy's t distribution); needs two or more pairs."""
+    """`paired_ci`'s interval with the paired t-test's p-value; needs two or more pairs."""
     from scipy import stats  # needed for p-values; the study's analysis always has it
 
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"{name}: a paired test needs two or more pairs, got {len(a)}/{len(b)}")
+    ci = paired_ci(a, b)
+    if ci is None:
+        raise ValueError(f"{name}: a paired test needs two or more pairs, got {len(a)}")
     diffs = tuple(x - y for x, y in zip(a, b, strict=True))
-    mean, sd = mean_std(diffs)
+    sd = mean_std(diffs)[1]
     se = sd / math.sqrt(len(diffs))
-    t = float(stats.t.ppf(0.975, len(diffs) - 1))
-    p = 1.0 if se == 0 else float(2 * stats.t.sf(abs(mean) / se, len(diffs) - 1))
-    return Contrast(name, diffs, mean, sd, mean - t * se, mean + t * se, p)
+    p = 1.0 if se == 0 else float(2 * stats.t.sf(abs(ci.mean) / se, len(diffs) - 1))
+    return Contrast(name, diffs, ci.mean, sd, ci.low, ci.high, p)
 
 
 def holm(contrasts: Sequence[Contrast], alpha: float = 0.05) -> list[Contrast]:

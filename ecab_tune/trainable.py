@@ -16,7 +16,7 @@ import torch
 from ray import tune
 
 from ecab_tune.data import Splits
-from ecab_tune.device import ray_task_device
+from ecab_tune.device import device_name, ray_task_device
 from ecab_tune.engine import DIVERGED, EpochResult
 from ecab_tune.profile import count_macs, latency_ms
 from ecab_tune.space import SearchSpace
@@ -83,7 +83,7 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
             "diverged": diverged,
             "fit_started_at": fit_started_at,
             "node_id": node_id,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "device": device_name(device),
             "precision": trainer.precision,
         }
         if not checkpoint:

@@ -66,6 +66,10 @@ def _cell(c: Contrast | None) -> str:
     )
 
 
+def _accuracy(mean: float, sd: float, n: int) -> str:
+    return f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}"
+
+
 def _summary_rows(
     arms: dict[str, dict[int, dict[str, Any]]], labels: Sequence[str]
 ) -> list[tuple[str, int, str, int, float, float]]:
@@ -75,7 +79,7 @@ def _summary_rows(
         if not runs:
             continue
         mean, sd = mean_std([r["test_acc"] for r in runs])
-        acc = f"{100 * mean:.2f} ± {100 * sd:.2f}" if len(runs) > 1 else f"{100 * mean:.2f}"
+        acc = _accuracy(mean, sd, len(runs))
         out.append(
             (
                 label,
@@ -153,7 +157,7 @@ def _ablation_lines(spec: StudySpec, rows: Rows) -> list[str]:
             continue
         mean, sd = mean_std([r["test_acc"] for r in runs.values()])
         options = ", ".join(f"{k}={v}" for k, v in spec.all_arms()[label].options.items())
-        acc = f"{100 * mean:.2f} ± {100 * sd:.2f}" if len(runs) > 1 else f"{100 * mean:.2f}"
+        acc = _accuracy(mean, sd, len(runs))
         cell = "—" if label == spec.focus else _cell(family.get(f"{label} − {spec.focus}"))
         lines.append(f"| {label} | {options or '(defaults)'} | {len(runs)} | {acc} | {cell} |")
     return lines

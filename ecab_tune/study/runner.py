@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ecab_tune import checkpoint
-from ecab_tune.device import ray_task_device, resolve_device
+from ecab_tune.device import device_name, ray_task_device, resolve_device
 from ecab_tune.engine import Trainer
 from ecab_tune.models import init_hash
 from ecab_tune.profile import count_macs
@@ -86,7 +86,7 @@ def run_job(
         "macs": count_macs(trainer.model, (info.channels, info.height, info.width)),
         "images_per_s": statistics.fmean(e.images_per_s for e in fit.history),
         "seconds": round(spent + time.perf_counter() - start, 1),
-        "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
+        "device": device_name(target),
         "precision": trainer.precision,
         "torch": torch.__version__,
     }
