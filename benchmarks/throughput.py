@@ -5,6 +5,7 @@ Three measurements on the same model, optimiser step and machine, side by side i
   ours       - `iterate_batches` (uint8 tensor, batched crop/flip/normalise) + the same step
   reference  - torchvision-style Dataset (PIL image per sample, RandomCrop, RandomHorizontalFlip,
                ToTensor, Normalize) + DataLoader, best of num_workers 0 and 2, + the same step
+  graphs     - (--cuda-graphs, on a GPU) ours with each step replayed as one CUDA graph
 Prints images/s, the pipeline overhead of ours vs. the limit, and ours / reference.
 
     python benchmarks/throughput.py --model resnet20 --attention ecab --steps 40
@@ -13,6 +14,7 @@ Prints images/s, the pipeline overhead of ours vs. the limit, and ours / referen
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable
@@ -85,6 +87,9 @@ def main() -> None:
     parser.add_argument(
         "--skip-reference", action="store_true", help="only the limit and our pipeline"
     )
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="also ours with CUDA-graph steps (GPU)"
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -134,6 +139,12 @@ def main() -> None:
     print(f"{'limit (one pre-made batch)':<34}{limit:>10,.0f}")
     print(f"{'ours (on-device tensors)':<34}{ours_ips:>10,.0f}")
     print(f"pipeline overhead vs limit: {1 - ours_ips / limit:+.1%}  (target <= 5%)")
+    if args.cuda_graphs and device.type == "cuda":
+        graphed_cfg = dataclasses.replace(cfg, cuda_graphs=True)
+        trainer = Trainer(model_cfg.build(seed=0), splits, graphed_cfg, device)
+        graphs = time_steps(trainer, ours(), args.steps)
+        print(f"{'ours + CUDA graphs':<34}{graphs:>10,.0f}")
+        print(f"CUDA graphs vs eager: {graphs / ours_ips:.2f}x")
     if args.skip_reference:
         return
     reference = {}

@@ -88,6 +88,9 @@ def save(
     folder.mkdir(parents=True, exist_ok=True)
     # safetensors wants dense, contiguous CPU tensors (channels_last weights are not).
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Overwriting: unmark first, so a save killed half-way never pairs new weights with an
+    # older resume state (the folder then simply holds no checkpoint).
+    (folder / META).unlink(missing_ok=True)
     _write_atomic(folder / WEIGHTS, lambda p: save_file(weights, str(p)))
     if train_state is not None:
         _write_atomic(folder / STATE, lambda p: torch.save(train_state, p))

@@ -18,7 +18,7 @@ from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.study.analysis import write_report
 from ecab_tune.study.runner import pending_jobs, run_local, run_ray
 from ecab_tune.study.runs import read_runs
-from ecab_tune.study.spec import StudySpec, load_spec
+from ecab_tune.study.spec import GROUPS, StudySpec, load_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     small.add_argument(
         "--main-only", action="store_true", help="skip the ablation and the convergence check"
     )
+    small.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        help="train only these groups' runs (to split a study between machines); the report "
+        "covers every run in runs.jsonl",
+    )
     where = parser.add_argument_group("where runs go")
     where.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
     where.add_argument("--device", default="auto", help="auto, cpu or cuda (local runs)")
+    where.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step as one CUDA graph (fp32/bf16; same runs, faster)",
+    )
     where.add_argument("--data-dir", help="folder that holds the dataset (default: the file's)")
     where.add_argument("--address", help="a Ray cluster ('auto', ray://host:10001) instead")
     where.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per Ray task")
@@ -65,6 +77,8 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         arms=args.arms,
         no_extras=args.main_only,
     )
+    if args.cuda_graphs:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, cuda_graphs=True))
     if args.data_dir:
         spec = dataclasses.replace(
             spec, data=dataclasses.replace(spec.data, data_dir=args.data_dir)
@@ -83,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec, out = configure(args)
         if not args.report:
-            jobs = pending_jobs(spec, out)
+            jobs = [j for j in pending_jobs(spec, out) if j.group in (args.only or GROUPS)]
             total = len(spec.jobs())
             print(
                 f"[study] {spec.name}: {total} runs of {len(spec.all_arms())} arms; "

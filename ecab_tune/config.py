@@ -67,6 +67,13 @@ class TrainConfig:
     compile: bool = field(
         default=False, metadata=_help("torch.compile the model (same outputs, fused kernels)")
     )
+    cuda_graphs: bool = field(
+        default=False,
+        metadata=_help(
+            "capture each training step as one CUDA graph (CUDA, fp32/bf16): small models are "
+            "launch-bound on GPUs"
+        ),
+    )
     deterministic: bool = field(
         default=False, metadata=_help("bit-exact CUDA kernels (slower); off: cuDNN autotuning")
     )
@@ -91,6 +98,12 @@ class TrainConfig:
             "nesterov",
             self.nesterov,
             "False when momentum is 0",
+        )
+        _check(
+            not (self.cuda_graphs and self.compile),
+            "cuda_graphs",
+            self.cuda_graphs,
+            "False with compile (choose one)",
         )
 
 

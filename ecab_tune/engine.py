@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ecab_tune.config import TrainConfig
 from ecab_tune.data import Split, Splits, iterate_batches
 from ecab_tune.device import amp_dtype, choose_precision, set_determinism
+from ecab_tune.graphed_step import GraphedStep
 
 COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
 
@@ -78,6 +79,11 @@ class Trainer:
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         # bf16 has fp32's range, so only fp16 needs loss scaling.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.cuda_graphs = cfg.cuda_graphs and device.type == "cuda"
+        if self.cuda_graphs and self.precision == "fp16":
+            # GradScaler skips steps by reading the device; a captured step cannot.
+            raise ValueError("cuda_graphs needs fp32 or bf16 precision, not fp16")
+        self.graphed: GraphedStep | None = None  # captured at the first step, after any resume
         decay = [p for p in model.parameters() if p.ndim > 1]
         no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases: no L2
         self.optimizer = torch.optim.SGD(
@@ -88,6 +94,7 @@ class Trainer:
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
+            fused=self.cuda_graphs or None,  # a captured step needs the fused update
         )
         self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
         if self.steps_per_epoch == 0:
@@ -99,6 +106,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0
         self.step = 0
+        self.lr = cfg.lr
         self.history: list[EpochResult] = []
 
     @property
@@ -106,21 +114,41 @@ class Trainer:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def _set_lr(self) -> float:
-        lr = self.cfg.lr * lr_factor(
+        self.lr = self.cfg.lr * lr_factor(
             self.step, self.total_steps, self.warmup_steps, self.cfg.schedule
         )
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+        if self.graphed is not None:
+            self.graphed.set_lr(self.lr)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+        return self.lr
+
+    def _autocast(self) -> torch.autocast:
+        # No weight-cast cache: a captured step must recompute its casts on every replay.
+        return torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype,
+            enabled=self.amp_dtype is not None,
+            cache_enabled=not self.cuda_graphs,
+        )
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
 
     def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """One optimiser step; returns (summed loss, correct count) as device tensors (no sync)."""
-        self._set_lr()
-        with torch.autocast(
-            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-        ):
+        lr = self._set_lr()
+        if self.cuda_graphs:
+            if self.graphed is None:
+                self.graphed = GraphedStep(
+                    self.model, self.optimizer, self._loss, images, labels, lr, self._autocast
+                )
+            self.step += 1
+            return self.graphed(images, labels)
+        with self._autocast():
             logits = self.forward(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+            loss = self._loss(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -174,7 +202,7 @@ class Trainer:
                 train_acc,
                 val_loss,
                 val_acc,
-                self.optimizer.param_groups[0]["lr"],
+                self.lr,
                 throughput,
                 time.perf_counter() - start,
             )
@@ -187,8 +215,11 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything beyond the weights that an exact resume needs (loadable weights_only)."""
+        optimizer = self.optimizer.state_dict()
+        for group in optimizer["param_groups"]:  # a graphed step's LR is a device tensor
+            group["lr"] = float(group["lr"])
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scaler": self.scaler.state_dict(),  # {} when disabled (bf16, fp32)
             "precision": self.precision,
             "generator": self.generator.get_state(),
@@ -199,6 +230,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # how this trainer updates, not the saver
+            group["fused"] = self.cuda_graphs or None
+        self.graphed = None  # new momentum tensors: capture again at the next step
         # A run resumed in another precision (a trial retried on an older GPU, say) starts a
         # fresh loss scale: a disabled scaler saved {}, and fp16's scale means nothing to bf16.
         if self.scaler.is_enabled() and state.get("scaler"):

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 from pathlib import Path
 
@@ -235,3 +236,27 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     assert "resuming at epoch 1" in capsys.readouterr().out
     for key in ("val_acc", "test_acc_curve", "test_acc", "init_hash"):
         assert resumed[key] == straight[key], key
+
+
+def test_only_trains_the_named_groups(tmp_path, monkeypatch, capsys):
+    from ecab_tune import compare
+
+    trained = []
+    monkeypatch.setattr(compare, "run_local", lambda spec, jobs, *rest: trained.extend(jobs))
+    argv = [str(write_study(tmp_path)), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):  # nothing was really trained: no runs to report
+        main([*argv, "--only", "ablation", "convergence"])
+    assert sorted((j.group, j.arm, j.seed) for j in trained) == [
+        ("ablation", "ecab-block", 0),
+        ("ablation", "ecab-block", 1),
+        ("convergence", "none", 0),
+    ]
+    assert "3 to train" in capsys.readouterr().out
+
+
+def test_cuda_graphs_leave_a_runs_identity_alone_and_the_recipe_does_not():
+    spec = load_spec(Path(__file__).parents[1] / "studies" / "fmnist-resnet20.yaml")
+    graphed = dataclasses.replace(spec, train=dataclasses.replace(spec.train, cuda_graphs=True))
+    other = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lr=0.05))
+    for job in spec.jobs():
+        assert graphed.run_key(job) == spec.run_key(job) != other.run_key(job)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from ecab_tune import checkpoint
 from ecab_tune.config import TrainConfig
 from ecab_tune.device import cuda_problem
 from ecab_tune.models import ModelConfig, capture_attention, create_model
+from ecab_tune.study.spec import load_spec
 from ecab_tune.train import make_trainer, save_trainer
 
 pytestmark = [
@@ -29,10 +31,10 @@ CUDA = torch.device("cuda")
 TINY = ModelConfig("resnet8", "ecab", {"layers": "last2"}, width=0.5, num_classes=4, in_chans=1)
 
 
-def trainer(epochs: int = 2, precision: str = "auto", **kw):
+def trainer(epochs: int = 2, precision: str = "auto", model: ModelConfig = TINY, **kw):
     cfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, warmup_epochs=0.5,
                       precision=precision, **kw)  # fmt: skip
-    return make_trainer(TINY, make_splits(), cfg, CUDA)
+    return make_trainer(model, make_splits(), cfg, CUDA)
 
 
 def native_bf16() -> bool:
@@ -90,6 +92,50 @@ def test_resume_across_precisions(tmp_path, before, after):
     resumed = make_trainer(TINY, make_splits(), cfg, CUDA, resume_from=tmp_path)
     assert resumed.precision == after
     assert resumed.fit().status == "completed"
+
+
+STUDY_ARMS = load_spec(Path(__file__).parents[1] / "studies" / "fmnist-resnet20.yaml").all_arms()
+
+
+@pytest.mark.parametrize("arm", STUDY_ARMS.values(), ids=list(STUDY_ARMS))
+def test_a_graphed_step_trains_as_the_eager_step_does(arm):
+    # Every arm the study trains. Warm-up undone (BatchNorm counts equal exactly), the LR
+    # schedule followed (it changes every step of the half-epoch warm-up), the fused update
+    # equal to the foreach one.
+    model = ModelConfig("resnet8", arm.attention, arm.options, width=0.5, num_classes=4, in_chans=1)
+    eager, graphed = (
+        trainer(precision="fp32", deterministic=True, cuda_graphs=on, model=model)
+        for on in (False, True)
+    )
+    fits = eager.fit(), graphed.fit()
+    assert eager.graphed is None and graphed.graphed is not None
+    states = (t.model.state_dict().values() for t in (eager, graphed))
+    for a, b in zip(*states, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    for a, b in zip(*(f.history for f in fits), strict=True):
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4) and b.lr == a.lr
+
+
+def test_a_graphed_run_resumes_where_it_stopped(tmp_path):
+    straight = trainer(precision="fp32", deterministic=True, cuda_graphs=True)
+    straight.fit()
+    first = trainer(precision="fp32", deterministic=True, cuda_graphs=True)
+    first.fit(lambda result: True)  # stop after epoch 1
+    save_trainer(tmp_path, first, TINY)
+    resumed = make_trainer(TINY, make_splits(), first.cfg, CUDA, resume_from=tmp_path)
+    resumed.fit()
+    states = (t.model.state_dict().values() for t in (straight, resumed))
+    for a, b in zip(*states, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_graphed_steps_learn_in_bf16_and_refuse_fp16():
+    if native_bf16():
+        t = trainer(epochs=3, precision="bf16", cuda_graphs=True)
+        fit = t.fit()
+        assert t.graphed is not None and fit.history[-1].train_loss < fit.history[0].train_loss
+    with pytest.raises(ValueError, match="cuda_graphs needs fp32 or bf16"):
+        trainer(precision="fp16", cuda_graphs=True)
 
 
 def test_fused_bridge_gates_match_between_cuda_and_cpu():

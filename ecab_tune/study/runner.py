@@ -88,6 +88,7 @@ def run_job(
         "seconds": round(spent + time.perf_counter() - start, 1),
         "device": device_name(target),
         "precision": trainer.precision,
+        "cuda_graphs": trainer.cuda_graphs,
         "torch": torch.__version__,
     }
 

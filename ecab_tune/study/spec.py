@@ -18,6 +18,7 @@ _STUDY_KEYS = {
     "name", "question", "model", "width", "data", "train", "seeds", "baseline", "focus", "arms",
     "ablations", "convergence",
 }  # fmt: skip
+GROUPS = ("main", "ablation", "convergence")  # what a run is for, in a study
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Job:
     arm: str
     seed: int
     epochs: int
-    group: str  # "main", "ablation" or "convergence"
+    group: str  # one of GROUPS
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ class StudySpec:
             "data": {
                 k: v for k, v in to_dict(self.data).items() if k not in ("data_dir", "download")
             },
-            "train": to_dict(train),
+            # How a step is launched is no part of it either (a replayed graph runs the step).
+            "train": {k: v for k, v in to_dict(train).items() if k != "cuda_graphs"},
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
