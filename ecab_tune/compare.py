@@ -97,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec, out = configure(args)
         if not args.report:
-            jobs = [j for j in pending_jobs(spec, out) if j.group in (args.only or GROUPS)]
-            total = len(spec.jobs())
+            wanted = [j for j in spec.jobs() if j.group in (args.only or GROUPS)]
+            jobs = [j for j in pending_jobs(spec, out) if j in wanted]
             print(
-                f"[study] {spec.name}: {total} runs of {len(spec.all_arms())} arms; "
-                f"{total - len(jobs)} already in {out}/runs.jsonl, {len(jobs)} to train "
+                f"[study] {spec.name}: {len(wanted)} runs of {len(spec.all_arms())} arms"
+                f"{' (' + ', '.join(args.only) + ')' if args.only else ''}; "
+                f"{len(wanted) - len(jobs)} already in {out}/runs.jsonl, {len(jobs)} to train "
                 f"({args.jobs} at once)",
                 flush=True,
             )

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -232,10 +233,15 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     with pytest.raises(KeyboardInterrupt):
         runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
     monkeypatch.setattr(runner, "save_trainer", real_save)
+    meta = tmp_path / "partial" / "meta.json"  # as if epoch 1 had run on another machine's GPU
+    saved = json.loads(meta.read_text())
+    saved["extra"]["devices"] = ["Some GPU"]
+    meta.write_text(json.dumps(saved))
     resumed = runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
     assert "resuming at epoch 1" in capsys.readouterr().out
     for key in ("val_acc", "test_acc_curve", "test_acc", "init_hash"):
         assert resumed[key] == straight[key], key
+    assert resumed["device"] == f"Some GPU + {straight['device']}"
 
 
 def test_only_trains_the_named_groups(tmp_path, monkeypatch, capsys):

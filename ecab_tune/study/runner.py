@@ -49,19 +49,27 @@ def run_job(
     if resume:
         extra = checkpoint.read_meta(partial).extra
         first_hash, curve, spent = extra["init_hash"], extra["test_curve"], extra["seconds"]
+        devices = extra.get("devices", [])
         trainer = make_trainer(model_cfg, data, train_cfg, target, resume_from=partial)
         print(f"[study] {job.arm} seed {job.seed}: resuming at epoch {trainer.epoch}", flush=True)
     else:
         model = model_cfg.build(seed=job.seed)
-        first_hash, curve, spent = init_hash(model), [], 0.0
+        first_hash, curve, spent, devices = init_hash(model), [], 0.0, []
         trainer = Trainer(model, data, train_cfg, target)
     test_curve: list[tuple[float, float]] = [tuple(c) for c in curve]  # (loss, acc) per epoch
+    # A run resumed elsewhere (begun on a GPU, finished on a CPU) names every device it used.
+    devices = [*devices, *([device_name(target)] if device_name(target) not in devices else [])]
 
     def on_epoch(_: Any) -> None:
         test_curve.append(trainer.evaluate(trainer.splits.test))
         if partial is not None:
             seconds = spent + time.perf_counter() - start
-            extra = {"init_hash": first_hash, "test_curve": test_curve, "seconds": seconds}
+            extra = {
+                "init_hash": first_hash,
+                "test_curve": test_curve,
+                "seconds": seconds,
+                "devices": devices,
+            }
             save_trainer(partial, trainer, model_cfg, extra=extra)
 
     fit = trainer.fit(on_epoch)
@@ -86,7 +94,7 @@ def run_job(
         "macs": count_macs(trainer.model, (info.channels, info.height, info.width)),
         "images_per_s": statistics.fmean(e.images_per_s for e in fit.history),
         "seconds": round(spent + time.perf_counter() - start, 1),
-        "device": device_name(target),
+        "device": " + ".join(devices),
         "precision": trainer.precision,
         "cuda_graphs": trainer.cuda_graphs,
         "torch": torch.__version__,
