@@ -266,3 +266,19 @@ def test_cuda_graphs_leave_a_runs_identity_alone_and_the_recipe_does_not():
     other = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lr=0.05))
     for job in spec.jobs():
         assert graphed.run_key(job) == spec.run_key(job) != other.run_key(job)
+
+
+def test_rows_of_arms_left_out_are_kept_and_rows_of_another_recipe_refused(tmp_path):
+    from ecab_tune.study.runner import pending_jobs
+    from ecab_tune.study.runs import append_run
+    from ecab_tune.study.spec import Job
+
+    spec = load_spec(write_study(tmp_path))
+    done = Job("se", 0, spec.train.epochs, "main")
+    append_run(tmp_path, {"arm": "se", "seed": 0, "epochs": done.epochs,
+                          "run_key": spec.run_key(done), "status": "completed"})  # fmt: skip
+    narrowed = spec.overridden(arms=["ecab"])  # se is not trained now: its row stays valid
+    assert {j.arm for j in pending_jobs(narrowed, tmp_path)} == {"none", "ecab"}
+    assert done not in pending_jobs(spec, tmp_path)
+    with pytest.raises(ValueError, match="another configuration"):
+        pending_jobs(spec.overridden(epochs=3), tmp_path)

@@ -105,7 +105,9 @@ def pending_jobs(spec: StudySpec, out: Path) -> list[Job]:
     """The study's runs not yet in `out/runs.jsonl`; refuses a file made by another study."""
     rows = read_runs(out)
     keys = {spec.run_key(j) for j in spec.jobs()}
-    foreign = [r for r in rows if r.get("run_key") not in keys]
+    # Rows of arms left out (`--arms`) are the study's too, only not trained now.
+    arms = spec.all_arms()
+    foreign = [r for r in rows if r.get("arm") in arms and r.get("run_key") not in keys]
     if foreign:
         r = foreign[0]
         raise ValueError(
