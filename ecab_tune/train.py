@@ -14,8 +14,8 @@ from typing import Any
 from ecab_tune.config import DataConfig, TrainConfig, add_arguments, from_args, to_dict
 from ecab_tune.data import DatasetNotFoundError, load_data
 from ecab_tune.device import choose_precision, resolve_device
+from ecab_tune.engine import make_trainer, run_metrics, save_trainer
 from ecab_tune.models import ModelConfig
-from ecab_tune.run import make_trainer, run_metrics, save_trainer
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,8 @@ from synthetic import make_splits
 
 from ecab_tune import checkpoint
 from ecab_tune.config import TrainConfig
+from ecab_tune.engine import make_trainer, save_trainer
 from ecab_tune.models import ModelConfig
-from ecab_tune.run import make_trainer, save_trainer
 
 TINY = ModelConfig("resnet8", "se", width=0.25, num_classes=4, in_chans=1)
 

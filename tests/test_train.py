@@ -11,9 +11,17 @@ from torch import nn
 from ecab_tune import checkpoint
 from ecab_tune.config import TrainConfig
 from ecab_tune.device import resolve_device
-from ecab_tune.engine import COMPLETED, DIVERGED, STOPPED, Trainer, lr_factor
+from ecab_tune.engine import (
+    COMPLETED,
+    DIVERGED,
+    STOPPED,
+    Trainer,
+    lr_factor,
+    make_trainer,
+    run_metrics,
+    save_trainer,
+)
 from ecab_tune.models import ModelConfig
-from ecab_tune.run import make_trainer, run_metrics, save_trainer
 
 CPU = torch.device("cpu")
 TINY = ModelConfig(
