@@ -225,13 +225,13 @@ def add_arguments(
         group.add_argument(flag, type=kind, choices=choices, default=f.default, **common)
 
 
-def from_args(cls: type[C], args: argparse.Namespace, **fixed: Any) -> C:
-    """`cls` from the flags `add_arguments` added (repeated `KEY=VALUE` as a dict) and `fixed`."""
+def from_args(cls: type[C], args: argparse.Namespace) -> C:
+    """`cls` from the flags `add_arguments` added (repeated `KEY=VALUE` pairs as a dict)."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
-        if f.name in fixed or not hasattr(args, f.name):
-            continue
-        value = getattr(args, f.name)
-        values[f.name] = dict(value or ()) if typing.get_origin(hints[f.name]) is dict else value
-    return cls(**values, **fixed)
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            is_dict = typing.get_origin(hints[f.name]) is dict
+            values[f.name] = dict(value or ()) if is_dict else value
+    return cls(**values)

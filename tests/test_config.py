@@ -71,8 +71,8 @@ def test_generated_flags_state_each_default_once_and_build_the_config():
     args = parser.parse_args(
         ["--model", "resnet8", "--attention", "ecab", "--attn", "fusion=sum", "--lr", "0.2"]
     )
-    cfg = from_args(ModelConfig, args, num_classes=4)
-    assert cfg == ModelConfig("resnet8", "ecab", {"fusion": "sum"}, num_classes=4)
+    cfg = from_args(ModelConfig, args)
+    assert cfg == ModelConfig("resnet8", "ecab", {"fusion": "sum"})
     assert from_args(TrainConfig, args) == TrainConfig(lr=0.2)
 
 
