@@ -7,14 +7,24 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal, TypeVar
+
+import yaml
 
 SCHEDULES = ("onecycle", "cosine")
 
 
-def _help(text: str, **kw: Any) -> dict[str, Any]:
-    return {"help": text, **kw}
+def option_help(
+    text: str,
+    *,
+    flag: str | None = None,
+    choices: Callable[[], Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """Field metadata `add_arguments` reads: the help line, a flag other than `--field-name`,
+    and the allowed values (a function: registries fill up at import time)."""
+    return {"help": text, "flag": flag, "choices": choices}
 
 
 @dataclass(frozen=True)
@@ -23,17 +33,22 @@ class DataConfig:
 
     dataset: str = field(
         default="fashion-mnist",
-        metadata=_help("cifar10, cifar100, fashion-mnist or imagefolder:PATH"),
+        metadata=option_help("cifar10, cifar100, fashion-mnist or imagefolder:PATH"),
     )
-    data_dir: str = field(default="data", metadata=_help("folder that holds or receives datasets"))
-    download: bool = field(default=False, metadata=_help("download the dataset when absent"))
+    data_dir: str = field(
+        default="data", metadata=option_help("folder that holds or receives datasets")
+    )
+    download: bool = field(default=False, metadata=option_help("download the dataset when absent"))
     subset: int | None = field(
-        default=None, metadata=_help("train on a stratified subset of N images")
+        default=None, metadata=option_help("train on a stratified subset of N images")
     )
     val_fraction: float = field(
-        default=0.1, metadata=_help("stratified share of train held out for validation (0: none)")
+        default=0.1,
+        metadata=option_help("stratified share of train held out for validation (0: none)"),
     )
-    image_size: int = field(default=32, metadata=_help("side length for imagefolder datasets"))
+    image_size: int = field(
+        default=32, metadata=option_help("side length for imagefolder datasets")
+    )
 
     def __post_init__(self) -> None:
         _check(self.subset is None or self.subset > 0, "subset", self.subset, "a positive count")
@@ -45,37 +60,46 @@ class DataConfig:
 class TrainConfig:
     """The training recipe: optimiser, schedule, regularisation and numerics."""
 
-    epochs: int = field(default=10, metadata=_help("epochs to train"))
-    batch_size: int = field(default=128, metadata=_help("training batch size"))
-    lr: float = field(default=0.1, metadata=_help("peak learning rate (after warm-up)"))
-    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
-    nesterov: bool = field(default=True, metadata=_help("use Nesterov momentum"))
-    weight_decay: float = field(default=5e-4, metadata=_help("L2 on conv/linear weights"))
-    label_smoothing: float = field(default=0.0, metadata=_help("label smoothing in [0, 1)"))
+    epochs: int = field(default=10, metadata=option_help("epochs to train"))
+    batch_size: int = field(default=128, metadata=option_help("training batch size"))
+    lr: float = field(default=0.1, metadata=option_help("peak learning rate (after warm-up)"))
+    momentum: float = field(default=0.9, metadata=option_help("SGD momentum"))
+    nesterov: bool = field(default=True, metadata=option_help("use Nesterov momentum"))
+    weight_decay: float = field(default=5e-4, metadata=option_help("L2 on conv/linear weights"))
+    label_smoothing: float = field(default=0.0, metadata=option_help("label smoothing in [0, 1)"))
     schedule: Literal["onecycle", "cosine"] = field(
         default="onecycle",
-        metadata=_help("after warm-up: linear decay (onecycle) or cosine decay to 0"),
+        metadata=option_help("after warm-up: linear decay (onecycle) or cosine decay to 0"),
     )
-    warmup_epochs: float = field(default=1.0, metadata=_help("linear warm-up length in epochs"))
-    seed: int = field(default=0, metadata=_help("seed for initialisation, order and augmentation"))
-    eval_batch_size: int = field(default=1024, metadata=_help("batch size for evaluation"))
+    warmup_epochs: float = field(
+        default=1.0, metadata=option_help("linear warm-up length in epochs")
+    )
+    seed: int = field(
+        default=0, metadata=option_help("seed for initialisation, order and augmentation")
+    )
+    eval_batch_size: int = field(default=1024, metadata=option_help("batch size for evaluation"))
     precision: Literal["auto", "bf16", "fp16", "fp32"] = field(
         default="auto",
-        metadata=_help("auto: bf16 on compute capability 8.0+, fp16 on older GPUs, fp32 on CPU"),
+        metadata=option_help(
+            "auto: bf16 on compute capability 8.0+, fp16 on older GPUs, fp32 on CPU"
+        ),
     )
-    channels_last: bool = field(default=True, metadata=_help("channels_last memory (CUDA only)"))
+    channels_last: bool = field(
+        default=True, metadata=option_help("channels_last memory (CUDA only)")
+    )
     compile: bool = field(
-        default=False, metadata=_help("torch.compile the model (same outputs, fused kernels)")
+        default=False, metadata=option_help("torch.compile the model (same outputs, fused kernels)")
     )
     cuda_graphs: bool = field(
         default=False,
-        metadata=_help(
+        metadata=option_help(
             "capture each training step as one CUDA graph (CUDA, fp32/bf16): small models are "
             "launch-bound on GPUs"
         ),
     )
     deterministic: bool = field(
-        default=False, metadata=_help("bit-exact CUDA kernels (slower); off: cuDNN autotuning")
+        default=False,
+        metadata=option_help("bit-exact CUDA kernels (slower); off: cuDNN autotuning"),
     )
 
     def __post_init__(self) -> None:
@@ -119,43 +143,95 @@ def to_dict(cfg: object) -> dict[str, Any]:
     return dataclasses.asdict(cfg)  # type: ignore[call-overload]
 
 
-def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "") -> C:
-    """Build a config dataclass from a mapping, rejecting unknown keys in the user's terms."""
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+def from_dict(cls: type[C], raw: Mapping[str, Any], *, what: str = "", where: str = "") -> C:
+    """Build dataclass `cls` from a mapping (YAML, JSON), strictly and in the user's terms.
+
+    A non-mapping is a TypeError, an unknown key a ValueError, a missing required key a KeyError;
+    a list becomes a tuple where the field is a tuple (JSON has no tuples).
+    """
+    what = what or cls.__name__
+    place = f" in {where}" if where else ""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"{what}{place} must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        place = f" in {where}" if where else ""
         raise ValueError(
-            f"unknown {cls.__name__} key(s){place}: {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(names))}"
+            f"unknown {what} key(s){place}: {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(known))}"
         )
-    return cls(**data)
+    missing = [n for n, f in known.items() if n not in raw and _required(f)]
+    if missing:
+        raise KeyError(f"{what}{place} lacks key(s): {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    values = dict(raw)
+    for name, value in values.items():
+        if typing.get_origin(hints[name]) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{what} {name!r} must be a list, got {value!r}")
+            values[name] = tuple(value)
+    return cls(**values)
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def parse_option(item: str) -> tuple[str, Any]:
+    """One `KEY=VALUE`; the value is read as a YAML scalar (3 → int, true → bool, sum → str)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"{item!r}: the value is not YAML ({exc})") from exc
 
 
 def add_arguments(
     parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()
 ) -> None:
-    """Add one `--flag` per dataclass field, typed and documented from the field itself."""
+    """Add one `--flag` per dataclass field, typed and documented from the field itself.
+
+    The default is appended to the help unless the help already says what the default means;
+    a `dict` field becomes a repeatable `--flag KEY=VALUE`.
+    """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        help_text = f"{f.metadata.get('help', '')} (default: %(default)s)"
+        help_text = f.metadata.get("help", "")
+        if "(default" not in help_text and f.default is not MISSING:
+            help_text += " (default: %(default)s)"
+        common: dict[str, Any] = {"dest": f.name, "help": help_text}
         if kind is bool:
             group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text
+                flag, action=argparse.BooleanOptionalAction, default=f.default, **common
             )
             continue
-        choices = None
+        if typing.get_origin(kind) is dict:
+            group.add_argument(
+                flag, action="append", type=parse_option, metavar="KEY=VALUE", **common
+            )
+            continue
+        choices = f.metadata["choices"]() if f.metadata.get("choices") else None
         if typing.get_origin(kind) is Literal:
             choices, kind = typing.get_args(kind), str
         elif typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        group.add_argument(flag, type=kind, choices=choices, default=f.default, help=help_text)
+        group.add_argument(flag, type=kind, choices=choices, default=f.default, **common)
 
 
 def from_args(cls: type[C], args: argparse.Namespace) -> C:
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    """`cls` from the flags `add_arguments` added (repeated `KEY=VALUE` pairs as a dict)."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            is_dict = typing.get_origin(hints[f.name]) is dict
+            values[f.name] = dict(value or ()) if is_dict else value
+    return cls(**values)

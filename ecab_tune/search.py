@@ -28,7 +28,7 @@ from typing import Any, Literal
 from ecab_tune import checkpoint, statuses
 from ecab_tune.cluster import ClusterJoinError, check_resources, start_ray
 from ecab_tune.config import DataConfig, add_arguments, from_args, to_dict
-from ecab_tune.data import DatasetNotFoundError, Splits
+from ecab_tune.data import DatasetNotFoundError, Splits, load_data
 from ecab_tune.engine import evaluate
 from ecab_tune.layout import (
     EXPORT_DIR,
@@ -44,7 +44,6 @@ from ecab_tune.layout import (
 from ecab_tune.model_card import write_card
 from ecab_tune.objectives import Objective, parse_objectives
 from ecab_tune.space import SearchSpace, SpaceError, load_space
-from ecab_tune.train import load_data
 
 
 def _help(text: str) -> dict[str, Any]:

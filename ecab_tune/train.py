@@ -1,99 +1,21 @@
-"""`python -m ecab_tune.train`: train one configuration, print a line per epoch, save a checkpoint.
+"""`python -m ecab_tune.train`: train one configuration and save a checkpoint.
 
-`make_trainer` and `save_trainer` are the single-run building blocks the search and the study
-reuse, so there is one way to build, resume and save a run.
+Prints a line per epoch; `--resume` continues the checkpoint in `--out` exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
-from ecab_tune import checkpoint
 from ecab_tune.config import DataConfig, TrainConfig, add_arguments, from_args, to_dict
-from ecab_tune.data import DatasetNotFoundError, Splits, load_dataset
+from ecab_tune.data import DatasetNotFoundError, load_data
 from ecab_tune.device import choose_precision, resolve_device
-from ecab_tune.engine import FitResult, Trainer
-from ecab_tune.models import ModelConfig, list_attentions, list_models
-
-
-def load_data(cfg: DataConfig, seed: int) -> Splits:
-    return load_dataset(
-        cfg.dataset,
-        root=cfg.data_dir,
-        download=cfg.download,
-        val_fraction=cfg.val_fraction,
-        subset=cfg.subset,
-        seed=seed,
-        image_size=cfg.image_size,
-    )
-
-
-def make_trainer(
-    model_cfg: ModelConfig,
-    splits: Splits,
-    train_cfg: TrainConfig,
-    device: torch.device,
-    resume_from: str | Path | None = None,
-) -> Trainer:
-    """A seeded trainer; restored exactly (weights, optimiser, data order) from `resume_from`."""
-    if resume_from is not None:
-        model, _ = checkpoint.load_model(resume_from)
-        state = checkpoint.load_train_state(resume_from)
-        if state is None:
-            raise checkpoint.CheckpointError(f"{resume_from} has no resume state")
-    else:
-        model, state = model_cfg.build(seed=train_cfg.seed), None
-    trainer = Trainer(model, splits, train_cfg, device)
-    if state is not None:
-        trainer.load_state_dict(state)
-    return trainer
-
-
-def run_metrics(trainer: Trainer, fit: FitResult) -> dict[str, Any]:
-    """Summary metrics of a run; the test split is evaluated here, once, at the end."""
-    last = trainer.history[-1] if trainer.history else None
-    test_loss, test_acc = trainer.evaluate(trainer.splits.test)
-    return {
-        "status": fit.status,
-        "epochs": trainer.epoch,
-        "val_acc": last.val_acc if last else None,
-        "val_loss": last.val_loss if last else None,
-        "test_acc": test_acc,
-        "test_loss": test_loss,
-        "images_per_s": last.images_per_s if last else None,
-        "params": sum(p.numel() for p in trainer.model.parameters()),
-    }
-
-
-def save_trainer(
-    folder: str | Path,
-    trainer: Trainer,
-    model_cfg: ModelConfig,
-    metrics: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-    with_state: bool = True,
-) -> Path:
-    meta = checkpoint.Meta(model_cfg, trainer.splits.info, trainer.cfg, metrics or {}, extra or {})
-    return checkpoint.save(
-        folder, trainer.model, meta, trainer.state_dict() if with_state else None
-    )
-
-
-def parse_kwargs(items: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` pairs; values are read as YAML scalars (3 → int, true → bool, sum → str)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--attn expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+from ecab_tune.engine import make_trainer, run_metrics, save_trainer
+from ecab_tune.models import ModelConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,29 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ecab_tune.train",
         description=__doc__.splitlines()[0],
     )
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        default="resnet20",
-        choices=list_models(),
-        help="architecture (default: %(default)s)",
-    )
-    model.add_argument(
-        "--attention",
-        default="none",
-        choices=list_attentions(),
-        help="attention module in every residual block (default: %(default)s)",
-    )
-    model.add_argument(
-        "--attn",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="attention option, repeatable (e.g. fusion=concat, layers=last2)",
-    )
-    model.add_argument(
-        "--width", type=float, default=1.0, help="channel width multiplier (default: %(default)s)"
-    )
+    add_arguments(parser, ModelConfig, skip=("num_classes", "in_chans"))  # from the data
     add_arguments(parser, DataConfig)
     add_arguments(parser, TrainConfig)
     run = parser.add_argument_group("run")
@@ -140,18 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
+        model_cfg = from_args(ModelConfig, args)  # unknown attention options fail here
         device = resolve_device(args.device)
         choose_precision(device, train_cfg.precision)  # a bad pairing fails here, in one line
         splits = load_data(data_cfg, train_cfg.seed)
-        model_cfg = ModelConfig(
-            args.model,
-            args.attention,
-            parse_kwargs(args.attn),
-            args.width,
-            num_classes=len(splits.info.classes),
-            in_chans=splits.info.channels,
+        model_cfg = dataclasses.replace(
+            model_cfg, num_classes=len(splits.info.classes), in_chans=splits.info.channels
         )
-        model_cfg.build()  # validate attention options before any work
+        model_cfg.build()  # option values (fusion, layers) are checked here, before any work
     except (ValueError, DatasetNotFoundError) as exc:
         parser.error(str(exc))
     out = Path(args.out)

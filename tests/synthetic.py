@@ -1,5 +1,6 @@
-"""Small, learnable in-memory datasets for tests (class k brightens a class-specific patch), and
-CIFAR-10 files in torchvision's format (CIFAR-10 itself cannot be fetched here).
+"""Small, learnable in-memory datasets for tests (class k brightens a class-specific patch), a
+tiny trainer on them, and CIFAR-10 files in torchvision's format (CIFAR-10 itself cannot be
+fetched here).
 
     python tests/synthetic.py --cifar10 DIR [--per-batch N]   (used by scripts/gpu_check.sh)
 """
@@ -9,11 +10,24 @@ from __future__ import annotations
 import argparse
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from ecab_tune.config import TrainConfig
 from ecab_tune.data import DataInfo, Split, Splits
+from ecab_tune.engine import Trainer, make_trainer
+from ecab_tune.models import ModelConfig
+
+TINY = ModelConfig(
+    "resnet8",
+    "ecab",
+    {"layers": "last2", "fusion": "concat"},
+    width=0.25,
+    num_classes=4,
+    in_chans=1,
+)
 
 
 def make_split(n: int, classes: int, channels: int, size: int, seed: int) -> Split:
@@ -52,6 +66,12 @@ def make_splits(
         test=make_split(n_test, classes, channels, size, 2),
         info=info,
     )
+
+
+def tiny_trainer(epochs: int = 2, **kw: Any) -> Trainer:
+    """A CPU trainer of `TINY` on `make_splits()`; `kw` are further `TrainConfig` fields."""
+    cfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, warmup_epochs=0.5, **kw)
+    return make_trainer(TINY, make_splits(), cfg, torch.device("cpu"))
 
 
 def write_cifar10(root: Path, per_batch: int = 10, n_test: int = 20) -> dict[str, np.ndarray]:

@@ -1,15 +1,21 @@
-"""Checkpoint writes: what a save killed half-way leaves behind."""
+"""The one checkpoint format (`ecab_tune.checkpoint`): round trip, clear errors, no unpickling,
+old recipes, and what a save killed half-way leaves behind."""
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+
 import pytest
 import torch
-from synthetic import make_splits
+from synthetic import TINY as ECAB
+from synthetic import make_splits, tiny_trainer
 
 from ecab_tune import checkpoint
 from ecab_tune.config import TrainConfig
+from ecab_tune.engine import make_trainer, run_metrics, save_trainer
 from ecab_tune.models import ModelConfig
-from ecab_tune.train import make_trainer, save_trainer
 
 TINY = ModelConfig("resnet8", "se", width=0.25, num_classes=4, in_chans=1)
 
@@ -30,3 +36,61 @@ def test_a_save_killed_after_the_weights_leaves_no_checkpoint(tmp_path, monkeypa
     # New weights beside the old resume state must not pass for a checkpoint.
     with pytest.raises(checkpoint.CheckpointError, match="is not a checkpoint"):
         checkpoint.read_meta(tmp_path)
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_round_trip_reproduces_the_model(tmp_path):
+    trainer = tiny_trainer(epochs=1)
+    fit = trainer.fit()
+    metrics = run_metrics(trainer, fit)
+    save_trainer(tmp_path, trainer, ECAB, metrics)
+    model, meta = checkpoint.load_model(tmp_path)
+    assert meta.model == ECAB and meta.data == trainer.splits.info
+    assert meta.metrics["test_acc"] == metrics["test_acc"]
+    x = torch.randn(3, 1, 16, 16)
+    trainer.model.eval()
+    assert torch.equal(model(x), trainer.model(x))
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match=r"meta\.json is missing"):
+        checkpoint.load_model(tmp_path)
+    trainer = tiny_trainer(epochs=1)
+    save_trainer(tmp_path, trainer, ECAB)
+    (tmp_path / checkpoint.WEIGHTS).write_bytes(b"not safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match="not a valid safetensors"):
+        checkpoint.load_model(tmp_path)
+    other = tmp_path / "other"
+    save_trainer(other, trainer, ECAB)
+    meta = (other / checkpoint.META).read_text().replace('"resnet8"', '"resnet20"')
+    (other / checkpoint.META).write_text(meta)
+    with pytest.raises(checkpoint.CheckpointError, match="does not match"):
+        checkpoint.load_model(other)
+
+
+def test_crafted_pickle_in_resume_state_does_not_run(tmp_path):
+    trainer = tiny_trainer(epochs=1)
+    save_trainer(tmp_path, trainer, ECAB)
+    marker = tmp_path / "pwned"
+    (tmp_path / checkpoint.STATE).write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be loaded safely"):
+        checkpoint.load_train_state(tmp_path)
+    assert not marker.exists()
+
+
+def test_checkpoints_saved_with_the_old_amp_switch_still_load(tmp_path):
+    trainer = tiny_trainer(epochs=1)
+    save_trainer(tmp_path, trainer, ECAB)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    for amp, precision in ((True, "auto"), (False, "fp32")):
+        legacy = {k: v for k, v in meta["train"].items() if k != "precision"} | {"amp": amp}
+        (tmp_path / "meta.json").write_text(json.dumps({**meta, "train": legacy}))
+        assert checkpoint.read_meta(tmp_path).train.precision == precision
+        checkpoint.load_model(tmp_path)

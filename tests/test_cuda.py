@@ -16,9 +16,9 @@ from synthetic import make_splits
 from ecab_tune import checkpoint
 from ecab_tune.config import TrainConfig
 from ecab_tune.device import cuda_problem
+from ecab_tune.engine import make_trainer, save_trainer
 from ecab_tune.models import ModelConfig, capture_attention, create_model
 from ecab_tune.study.spec import load_spec
-from ecab_tune.train import make_trainer, save_trainer
 
 pytestmark = [
     pytest.mark.cuda,

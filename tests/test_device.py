@@ -114,3 +114,11 @@ def test_a_ray_task_without_a_gpu_trains_on_the_cpu(monkeypatch):
     monkeypatch.setattr(dev, "cuda_problem", lambda: "driver too old")
     with pytest.raises(dev.DeviceError, match="Ray assigned a GPU but CUDA is unusable"):
         dev.ray_task_device()
+
+
+def test_cuda_request_without_cuda_is_an_error_not_a_fallback():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is unusable"):
+        dev.resolve_device("cuda")
+    assert dev.resolve_device("auto").type == "cpu"

@@ -8,8 +8,8 @@ import torch
 from synthetic import make_splits
 
 from ecab_tune.config import TrainConfig
+from ecab_tune.engine import make_trainer
 from ecab_tune.models import ModelConfig
-from ecab_tune.train import make_trainer
 
 TINY = ModelConfig("resnet8", "ecab", {"layers": "last2"}, width=0.5, num_classes=4, in_chans=1)
 

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ecab_tune.config import from_dict
+
 
 class DatasetNotFoundError(Exception):
     """The dataset is not on disk (and was not, or could not be, downloaded)."""
@@ -76,18 +78,7 @@ class DataInfo:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DataInfo:
         """Inverse of `to_dict`: KeyError for a missing key, TypeError/ValueError for a bad one."""
-        if not isinstance(raw, Mapping):
-            raise TypeError(f"data info must be a mapping, got {type(raw).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown data info keys {unknown}; expected {sorted(known)}")
-        values = {key: raw[key] for key in known}
-        for key in ("classes", "mean", "std"):
-            if not isinstance(values[key], (list, tuple)):
-                raise TypeError(f"data info {key!r} must be a list, got {values[key]!r}")
-            values[key] = tuple(values[key])
-        return cls(**values)
+        return from_dict(cls, raw, what="data info")
 
 
 def _is_int(value: object) -> bool:

@@ -1,9 +1,11 @@
-"""`load_dataset`: a dataset by name, as device-ready uint8 splits with a validation hold-out."""
+"""`load_dataset`: a dataset by name, as device-ready uint8 splits with a validation hold-out;
+`load_data`: the same from a run's `DataConfig`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ecab_tune.config import DataConfig
 from ecab_tune.data.imagefolder import read_imagefolder
 from ecab_tune.data.info import DataInfo, Split, Splits
 from ecab_tune.data.sampling import stratified_split
@@ -49,6 +51,19 @@ def load_dataset(
         val_idx, train_idx = stratified_split(train.labels, n_val, seed)
         train, val = train.select(train_idx), train.select(val_idx)
     return Splits(train, val, test, info)
+
+
+def load_data(cfg: DataConfig, seed: int) -> Splits:
+    """The splits `cfg` describes, drawn with `seed` (subset and validation hold-out)."""
+    return load_dataset(
+        cfg.dataset,
+        root=cfg.data_dir,
+        download=cfg.download,
+        val_fraction=cfg.val_fraction,
+        subset=cfg.subset,
+        seed=seed,
+        image_size=cfg.image_size,
+    )
 
 
 def _read(

@@ -16,8 +16,7 @@ from torch import Tensor, nn
 
 from ecab_tune.models.attention import AttentionModule
 from ecab_tune.models.bridge import EcabHead, Layer, descriptor
-from ecab_tune.models.factory import HEAD, check_options, create_attn
-from ecab_tune.models.registry import register_model
+from ecab_tune.models.registry import HEAD, check_options, create_attn, register_model
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:

@@ -1,0 +1,1 @@
+"""Tests of `ecab_tune.data`, one file per module."""

@@ -1,0 +1,1 @@
+"""Tests of `ecab_tune.models`, one file per module."""

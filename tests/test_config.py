@@ -1,0 +1,87 @@
+"""Validated configuration (`ecab_tune.config`): values checked by name, the strict from-mapping
+helper, and CLI flags generated from the fields."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import pytest
+
+from ecab_tune.config import (
+    DataConfig,
+    TrainConfig,
+    add_arguments,
+    from_args,
+    from_dict,
+    option_help,
+    parse_option,
+)
+from ecab_tune.data import DataInfo
+from ecab_tune.models import ModelConfig
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("epochs", 0),
+        ("lr", -1.0),
+        ("batch_size", 1),
+        ("momentum", 1.0),
+        ("schedule", "step"),
+        ("warmup_epochs", 50.0),
+        ("label_smoothing", 1.0),
+    ],
+)
+def test_train_config_rejects_bad_values_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_from_dict_is_strict_and_says_where():
+    assert from_dict(TrainConfig, {"lr": 0.2}) == TrainConfig(lr=0.2)
+    with pytest.raises(
+        ValueError, match=r"unknown TrainConfig key\(s\) in s\.yaml: lr_max; allowed"
+    ):
+        from_dict(TrainConfig, {"lr_max": 0.2}, where="s.yaml")
+    with pytest.raises(TypeError, match="must be a mapping, got list"):
+        from_dict(DataConfig, [("subset", 3)])
+    with pytest.raises(KeyError, match="data info lacks key"):
+        from_dict(DataInfo, {"name": "x"}, what="data info")
+
+
+def test_parse_option_reads_yaml_scalars_and_refuses_other_shapes():
+    assert parse_option("reduction=8") == ("reduction", 8)
+    assert parse_option("project=false") == ("project", False)
+    assert parse_option(" layers = [-1, -3]") == ("layers", [-1, -3])
+    for bad in ("fusion", "=sum", "x=[1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_option(bad)
+
+
+def test_generated_flags_state_each_default_once_and_build_the_config():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ModelConfig, skip=("num_classes", "in_chans"))
+    add_arguments(parser, TrainConfig)
+    help_text = " ".join(parser.format_help().split())
+    assert "architecture (default: resnet20)" in help_text
+    assert "peak learning rate (after warm-up) (default: 0.1)" in help_text
+    for action in parser._actions[1:]:  # after --help
+        assert action.help.count("(default:") == (action.dest != "attention_kwargs"), action.dest
+    args = parser.parse_args(
+        ["--model", "resnet8", "--attention", "ecab", "--attn", "fusion=sum", "--lr", "0.2"]
+    )
+    cfg = from_args(ModelConfig, args)
+    assert cfg == ModelConfig("resnet8", "ecab", {"fusion": "sum"})
+    assert from_args(TrainConfig, args) == TrainConfig(lr=0.2)
+
+
+def test_a_help_that_explains_its_default_is_not_given_another():
+    @dataclass(frozen=True)
+    class Named:
+        name: str | None = field(default=None, metadata=option_help("run name (default: a date)"))
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Named)
+    assert "(default: a date)" in parser.format_help()
+    assert "(default: None)" not in parser.format_help()
