@@ -17,26 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ecab_tune import plots
-from ecab_tune.layout import (
+from ecab_tune.experiment import (
+    DIVERGED,
     ERROR_FILE,
+    ERRORED,
     EXPORT_DIR,
+    INTERRUPTED,
     PARAMS_FILE,
+    PENDING,
     RESULT_FILE,
+    RUNNING,
     SPACE_COPY,
+    STATUSES,
     SUMMARY_FILE,
     TRIAL_PREFIX,
-)
-from ecab_tune.space import ATTN_PREFIX, Param, SearchSpace, SpaceError, load_space
-from ecab_tune.statuses import (
-    DIVERGED,
-    ERRORED,
-    INTERRUPTED,
-    PENDING,
-    RUNNING,
-    STATUSES,
     ended_status,
+    read_results,
+    trial_folders,
 )
+from ecab_tune.reporting import plots
+from ecab_tune.space import ATTN_PREFIX, Param, SearchSpace, SpaceError, load_space
 
 REPORT_DIR = "report"
 TOP_TRIALS = 10
@@ -106,24 +106,6 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The result lines of one trial and how many could not be parsed."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return [], 0
-    results, bad = [], 0
-    for line in filter(str.strip, lines):
-        try:
-            result = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1  # a line cut short by a killed driver
-            continue
-        if isinstance(result, dict) and "epoch" in result:
-            results.append(result)
-    return results, bad
-
-
 def trial_status(folder: Path, results: list[dict[str, Any]], max_epochs: int, ended: bool) -> str:
     """What the files tell; `ended`: the search has finished, so nothing is still running."""
     last = results[-1] if results else {}
@@ -157,7 +139,7 @@ def find_space(exp_dir: Path, summary: dict[str, Any] | None) -> tuple[SearchSpa
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
-    folders = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
+    folders = trial_folders(exp_dir)
     if not folders:
         what = "does not exist" if not exp_dir.is_dir() else f"holds no {TRIAL_PREFIX}* folders"
         raise ExperimentError(f"{exp_dir} {what}: not an experiment folder of ecab_tune.search")
@@ -167,10 +149,12 @@ def load_experiment(exp_dir: Path) -> Experiment:
     notes = []
     raw = []
     for folder in folders:
-        results, bad = read_results(folder / RESULT_FILE)
-        if bad:
-            notes.append(f"{folder.name}/{RESULT_FILE}: {bad} unreadable line(s) skipped")
-        raw.append((folder, results))
+        read = read_results(folder)
+        if read.unreadable:
+            notes.append(
+                f"{folder.name}/{RESULT_FILE}: {read.unreadable} unreadable line(s) skipped"
+            )
+        raw.append((folder, [r for r in read.rows if "epoch" in r]))
 
     # The search's resolved budget is only written at the end (the space's may be overridden).
     max_epochs = (summary or {}).get("search", {}).get("max_epochs")

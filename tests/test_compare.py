@@ -8,8 +8,8 @@ from PIL import Image
 from torch import nn
 
 from ecab_tune.compare import main
-from ecab_tune.profile import count_macs
-from ecab_tune.stats import approx_t975, holm, mean_std, paired_ci, paired_contrast
+from ecab_tune.reporting.cost import count_macs
+from ecab_tune.reporting.stats import approx_t975, holm, mean_std, paired_ci, paired_contrast
 from ecab_tune.study.runs import RUNS, read_runs
 from ecab_tune.study.spec import load_spec
 

@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from ecab_tune.plots import pareto_front
 from PIL import Image
 
-from ecab_tune.plots import pareto_front
 from ecab_tune.report import main
 
 FIGURES = (

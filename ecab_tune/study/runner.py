@@ -19,7 +19,7 @@ from ecab_tune import checkpoint
 from ecab_tune.device import device_name, ray_task_device, resolve_device
 from ecab_tune.engine import Trainer
 from ecab_tune.models import init_hash
-from ecab_tune.profile import count_macs
+from ecab_tune.reporting.cost import count_macs
 from ecab_tune.study.runs import append_run, finished, read_runs, row_id
 from ecab_tune.study.spec import Job, StudySpec
 from ecab_tune.train import load_data, make_trainer, save_trainer
