@@ -1,4 +1,4 @@
-"""The model card and config.json of an exported checkpoint (`ecab_tune.model_card`)."""
+"""The model card and config.json of an exported checkpoint (`ecab_tune.reporting.model_card`)."""
 
 from __future__ import annotations
 
