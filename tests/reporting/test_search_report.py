@@ -6,6 +6,7 @@ from pathlib import Path
 
 from report_support import FIGURES, TRIALS, assert_valid_png, make_experiment
 
+from ecab_tune.experiment import RESULT_FILE, read_results, trial_folders
 from ecab_tune.report import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,10 +94,10 @@ def test_one_trial_skips_importances(tmp_path):
 
 def test_the_model_cost_front_is_skipped_for_trials_that_never_reported_macs(tmp_path):
     exp = make_experiment(tmp_path, TRIALS)
-    for path in exp.glob("trial_*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    for folder in trial_folders(exp):
+        rows = read_results(folder).rows
         old = [{k: v for k, v in r.items() if k not in ("macs", "latency_ms")} for r in rows]
-        path.write_text("".join(json.dumps(r) + "\n" for r in old))
+        (folder / RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in old))
     assert main([str(exp)]) == 0
     report = (exp / "report" / "report.md").read_text()
     for cost in ("macs", "latency_ms"):
