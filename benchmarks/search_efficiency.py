@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import os
 import statistics
 import tempfile
@@ -30,9 +29,10 @@ import ray
 import yaml
 from ray import tune
 
+from ecab_tune.experiment import TRIAL_PREFIX, read_results
+from ecab_tune.reporting.stats import paired_ci
 from ecab_tune.search import SearchConfig, run_search
 from ecab_tune.space import load_space, resolve_path
-from ecab_tune.stats import paired_ci
 
 STRATEGIES = {
     "tpe-asha-pruned": dict(searcher="optuna", scheduler="asha", stopped_trials="pruned"),
@@ -116,10 +116,8 @@ def run_one(strategy: str, seed: int, args: argparse.Namespace, storage: str) ->
 
 
 def _first_step(exp_dir, trial_id: str) -> float | None:
-    for path in exp_dir.glob(f"trial_{trial_id}/result.json"):
-        line = path.read_text().splitlines()[0]
-        return json.loads(line).get("fit_started_at")
-    return None
+    rows = read_results(exp_dir / f"{TRIAL_PREFIX}{trial_id}").rows
+    return rows[0].get("fit_started_at") if rows else None
 
 
 NUMBERS = ("best_val", "best_test", "epochs", "wall_s", "overhead_s")

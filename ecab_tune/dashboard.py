@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ecab_tune.layout import OPTUNA_DB
+from ecab_tune.experiment import OPTUNA_DB
 
 
 class NotAnExperimentError(ValueError):

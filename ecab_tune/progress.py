@@ -12,7 +12,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from ecab_tune import statuses
+from ecab_tune import experiment
 
 TAG = "[search]"
 
@@ -69,12 +69,14 @@ class SearchProgress(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         epochs = int(last.get("training_iteration", 0))
-        status = statuses.ended_status(epochs, self.max_epochs, diverged=bool(last.get("diverged")))
+        status = experiment.ended_status(
+            epochs, self.max_epochs, diverged=bool(last.get("diverged"))
+        )
         self._trial_line(trial, status, epochs)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
-        self._trial_line(trial, statuses.ERRORED, epochs, f" ({trial.path}/error.txt)")
+        self._trial_line(trial, experiment.ERRORED, epochs, f" ({trial.path}/error.txt)")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
@@ -98,13 +100,13 @@ class SearchProgress(Callback):
         return float(value) if isinstance(value, (int, float)) else math.nan
 
     def status_line(self, trials: list, now: float) -> str:
-        counts = dict.fromkeys(statuses.STATUSES, 0)
-        counts[statuses.PENDING] = max(0, self._total - len(trials))  # not created yet
+        counts = dict.fromkeys(experiment.STATUSES, 0)
+        counts[experiment.PENDING] = max(0, self._total - len(trials))  # not created yet
         running_epochs, ended_epochs = {}, []
         for trial in trials:
             last = trial.last_result or {}
             epochs = int(last.get("training_iteration", 0))
-            status = statuses.tune_status(
+            status = experiment.tune_status(
                 trial.status,
                 epochs,
                 self.max_epochs,
@@ -112,19 +114,21 @@ class SearchProgress(Callback):
                 search_ended=False,
             )
             counts[status] += 1
-            if status == statuses.RUNNING:
+            if status == experiment.RUNNING:
                 running_epochs[trial.trial_id] = epochs
-            elif status in statuses.ENDED:
+            elif status in experiment.ENDED:
                 ended_epochs.append(epochs)
         # Running and pending always, so the line says how much is left; the rest once seen.
         tally = ", ".join(
             f"{counts[s]} {s}"
-            for s in (statuses.RUNNING, *statuses.ENDED, statuses.PENDING)
-            if counts[s] or s in (statuses.RUNNING, statuses.PENDING)
+            for s in (experiment.RUNNING, *experiment.ENDED, experiment.PENDING)
+            if counts[s] or s in (experiment.RUNNING, experiment.PENDING)
         )
         elapsed = now - self._start
         parts = [f"{TAG} {duration(elapsed)}  {tally}", self._best_text(trials)]
-        left = epochs_left(running_epochs, counts[statuses.PENDING], ended_epochs, self.max_epochs)
+        left = epochs_left(
+            running_epochs, counts[experiment.PENDING], ended_epochs, self.max_epochs
+        )
         if self._epochs_this_run and elapsed > 0:
             parts.append(f"~{duration(left * elapsed / self._epochs_this_run)} left")
         else:

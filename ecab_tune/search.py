@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ecab_tune import checkpoint, statuses
+from ecab_tune import checkpoint, experiment
 from ecab_tune.cluster import ClusterJoinError, check_resources, start_ray
 from ecab_tune.config import DataConfig, add_arguments, from_args, to_dict
 from ecab_tune.data import DatasetNotFoundError, Splits, load_data
 from ecab_tune.engine import evaluate
-from ecab_tune.layout import (
+from ecab_tune.experiment import (
     EXPORT_DIR,
     MLFLOW_ARTIFACTS,
     MLFLOW_DB,
@@ -41,8 +41,8 @@ from ecab_tune.layout import (
     SUMMARY_FILE,
     TRIAL_PREFIX,
 )
-from ecab_tune.model_card import write_card
 from ecab_tune.objectives import Objective, parse_objectives
+from ecab_tune.reporting.model_card import write_card
 from ecab_tune.space import SearchSpace, SpaceError, load_space
 
 
@@ -372,10 +372,10 @@ def trial_status(result: Any, max_epochs: int) -> str:
     # A trial restored after its driver was killed may end without a `done` result: one that
     # trained its whole budget has ended all the same.
     if last.get("done") or (epochs >= max_epochs and not result.error):
-        return statuses.ended_status(epochs, max_epochs, diverged=bool(last.get("diverged")))
+        return experiment.ended_status(epochs, max_epochs, diverged=bool(last.get("diverged")))
     if result.error:
-        return statuses.ERRORED
-    return statuses.INTERRUPTED if epochs else statuses.PENDING
+        return experiment.ERRORED
+    return experiment.INTERRUPTED if epochs else experiment.PENDING
 
 
 def summarize(grid: Any, metric: str, mode: str, max_epochs: int) -> list[dict[str, Any]]:
@@ -409,8 +409,8 @@ def summarize(grid: Any, metric: str, mode: str, max_epochs: int) -> list[dict[s
 def tally(rows: list[dict[str, Any]], num_samples: int) -> str:
     """`2 finished, 3 stopped early, 1 pending`; trials Tune had not created yet are pending."""
     counts = Counter(r["status"] for r in rows)
-    counts[statuses.PENDING] += max(0, num_samples - len(rows))
-    return ", ".join(f"{counts[s]} {s}" for s in statuses.STATUSES if counts[s])
+    counts[experiment.PENDING] += max(0, num_samples - len(rows))
+    return ", ".join(f"{counts[s]} {s}" for s in experiment.STATUSES if counts[s])
 
 
 def format_table(rows: list[dict[str, Any]], metric: str, limit: int = 10) -> str:
@@ -507,7 +507,7 @@ def export_pareto(
     from ecab_tune.pareto import pareto_members
 
     objectives = cfg.objective_list
-    finished = {r["trial_id"] for r in table if r["status"] == statuses.FINISHED}
+    finished = {r["trial_id"] for r in table if r["status"] == experiment.FINISHED}
     members = pareto_members(list(grid), objectives, finished)
     root = cfg.experiment_dir / PARETO_DIR
     shutil.rmtree(root, ignore_errors=True)
@@ -679,7 +679,7 @@ def conclude(
     summary, and for an interrupted search record its trials' statuses and say how to resume."""
     exp_dir = cfg.experiment_dir
     unfinished = len(table) < int(cfg.num_samples) or any(
-        r["status"] in (statuses.INTERRUPTED, statuses.PENDING) for r in table
+        r["status"] in (experiment.INTERRUPTED, experiment.PENDING) for r in table
     )
     if unfinished:
         from ecab_tune.tuning import record_unfinished

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ecab_tune import statuses
-from ecab_tune.layout import RESULT_FILE, TRIAL_PREFIX
+from ecab_tune import experiment
+from ecab_tune.experiment import TRIAL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         new = trial_id not in self._ot_trials
         params = super().suggest(trial_id)
         if new and trial_id in self._ot_trials:
-            attrs = {"trial_id": trial_id, "status": statuses.PENDING}
+            attrs = {"trial_id": trial_id, "status": experiment.PENDING}
             if self.experiment_dir is not None:
                 attrs["trial_folder"] = str(Path(self.experiment_dir, TRIAL_PREFIX + trial_id))
             self._set_attrs(trial_id, **attrs)
@@ -80,7 +79,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             self._set_attrs(trial_id, curve=curve)
         seen.add(step)
         if len(seen) == 1:
-            self._set_attrs(trial_id, status=statuses.RUNNING)
+            self._set_attrs(trial_id, status=experiment.RUNNING)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -92,9 +91,9 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         epochs = max(self._steps.get(trial_id, ()), default=0)
         diverged = bool(result and result.get("diverged"))
         if error:
-            status = statuses.ERRORED
+            status = experiment.ERRORED
         else:
-            status = statuses.ended_status(epochs, self.max_epochs, diverged=diverged)
+            status = experiment.ended_status(epochs, self.max_epochs, diverged=diverged)
         self._set_attrs(
             trial_id,
             status=status,
@@ -165,12 +164,9 @@ class ResumableASHA(AsyncHyperBandScheduler):
     def replay(self, experiment_dir: str | Path) -> int:
         """Feed recorded (iteration, metric) pairs of earlier trials into the rungs."""
         bracket, count = self._brackets[0], 0
-        for path in sorted(Path(experiment_dir).glob(f"*/{RESULT_FILE}")):
-            for line in path.read_text().splitlines():
-                try:
-                    result = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by the crash we are recovering from
+        for folder in experiment.trial_folders(Path(experiment_dir)):
+            # A line cut short by the crash we are recovering from is skipped.
+            for result in experiment.read_results(folder).rows:
                 value = result.get(self._metric)
                 if value is None or self._time_attr not in result:
                     continue

@@ -18,8 +18,8 @@ from typing import Any
 
 import optuna
 
-from ecab_tune import statuses
-from ecab_tune.layout import OPTUNA_DB, RESULT_FILE, SEARCH_FILE, TRIAL_PREFIX
+from ecab_tune import experiment
+from ecab_tune.experiment import OPTUNA_DB, SEARCH_FILE, TRIAL_PREFIX
 from ecab_tune.objectives import Objective
 from ecab_tune.space import SearchSpace
 
@@ -61,23 +61,11 @@ def load_old_trials(old_dir: Path) -> tuple[list[OldTrial], int]:
                 distributions=dict(trial.distributions),
                 status=str(trial.user_attrs.get("status", "")),
                 epochs=int(trial.user_attrs.get("epochs", 0)),
-                rows=_rows(folder / RESULT_FILE),
+                rows=experiment.read_results(folder).rows,
                 folder=folder,
             )
         )
     return trials, int(stored.get("max_epochs") or 0)
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    return rows
 
 
 def check_compatible(old: Sequence[OldTrial], space: SearchSpace, old_dir: Path) -> None:
@@ -151,7 +139,7 @@ def seed_study(
     for trial in fitting:
         values = [_last(trial, o.metric) for o in objectives]
         comparable = (
-            trial.status == statuses.FINISHED
+            trial.status == experiment.FINISHED
             and old_budget == max_epochs
             and trial.epochs == max_epochs
         )
@@ -165,7 +153,7 @@ def seed_study(
                 values=values,
                 user_attrs={
                     FROM_ATTR: str(trial.folder),
-                    "status": statuses.FINISHED,
+                    "status": experiment.FINISHED,
                     "epochs": trial.epochs,
                 },
             )

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import CheckpointError, Meta
 from ecab_tune.data import preprocess
-from ecab_tune.layout import EXPORT_DIR
+from ecab_tune.experiment import EXPORT_DIR
 from ecab_tune.models import capture_attention
 from serve.bridge_sources import gate_sources, record_shares
 from serve.cam import grad_cam

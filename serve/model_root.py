@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ecab_tune import checkpoint
-from ecab_tune.layout import EXPORT_DIR
+from ecab_tune.experiment import EXPORT_DIR
 from serve.errors import Forbidden
 
 

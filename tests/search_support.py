@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from ecab_tune.experiment import read_results, trial_folders
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(
@@ -34,13 +35,8 @@ params:
 def trial_results(exp_dir: Path) -> dict[str, list[dict]]:
     """Every trial's reported rows, by trial id (a line cut short by a kill is skipped)."""
     out = {}
-    for path in exp_dir.glob("trial_*/result.json"):
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for folder in trial_folders(exp_dir):
+        rows = read_results(folder).rows
         if rows:
             out[rows[0]["trial_id"]] = rows
     return out

@@ -1,17 +1,12 @@
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from PIL import Image
-from torch import nn
 
 from ecab_tune.compare import main
-from ecab_tune.profile import count_macs
-from ecab_tune.stats import approx_t975, holm, mean_std, paired_ci, paired_contrast
 from ecab_tune.study.runs import RUNS, read_runs
 from ecab_tune.study.spec import load_spec
 
@@ -21,72 +16,6 @@ needs_fmnist = pytest.mark.skipif(
     reason="Debian's dataset-fashion-mnist is not installed (scripts/setup.sh installs it)",
 )
 PNGS = ("accuracy_vs_params.png", "learning_curves.png", "paired_differences.png")
-
-# Three seeds; differences 0.02, 0.01, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.302653.
-WITH = [0.80, 0.82, 0.85]
-WITHOUT = [0.78, 0.81, 0.82]
-HALF_WIDTH = 4.302653 * 0.01 / math.sqrt(3)
-
-
-# ---------------------------------------------------------------- statistics
-def test_paired_ci_matches_the_hand_computation():
-    ci = paired_ci(WITH, WITHOUT)
-    assert ci.n == 3 and ci.mean == pytest.approx(0.02)
-    assert (ci.low, ci.high) == pytest.approx((0.02 - HALF_WIDTH, 0.02 + HALF_WIDTH), abs=1e-6)
-    assert not ci.excludes_zero
-    assert paired_ci([x + 0.05 for x in WITH], WITH).excludes_zero
-
-
-def test_paired_ci_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
-    a, b = [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88]
-    ci, reference = paired_ci(a, b), stats.ttest_rel(a, b).confidence_interval(0.95)
-    assert (ci.low, ci.high) == pytest.approx((reference.low, reference.high))
-    assert ci.t_source == "scipy"
-
-
-def test_t_table_fallback_is_close_to_the_exact_quantile():
-    stats = pytest.importorskip("scipy.stats")
-    for df in range(1, 120):
-        assert approx_t975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=5e-4), df
-
-
-def test_one_seed_gives_no_interval_and_no_std():
-    assert paired_ci([0.9], [0.8]) is None
-    mean, std = mean_std([0.9])
-    assert mean == 0.9 and math.isnan(std)
-    with pytest.raises(ValueError, match="length"):
-        paired_ci([0.9, 0.8], [0.8])
-
-
-# ---------------------------------------------------------------- multiply-adds
-def test_count_macs_matches_the_hand_count_and_leaves_the_model_alone():
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),  # 4×8×8 outputs × (1·3·3) = 2304
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2),  # 8×4×4 × (2·3·3) = 2304
-        nn.Flatten(),
-        nn.Linear(128, 10),  # 10 × 128 = 1280
-    )
-    running_mean = model[1].running_mean.clone()
-    assert count_macs(model, (1, 8, 8)) == 2304 + 2304 + 1280
-    assert model.training and torch.equal(model[1].running_mean, running_mean)
-
-
-def test_paired_contrast_matches_scipy_and_holm_the_hand_computation():
-    stats = pytest.importorskip("scipy.stats")
-    a, b = [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88]
-    c = paired_contrast("a − b", a, b)
-    assert c.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    assert c.mean == pytest.approx(0.016) and c.half_width > 0
-    # Holm on p = (0.01, 0.04, 0.03): sorted 0.01·3 = 0.03, 0.03·2 = 0.06, max(0.06, 0.04·1).
-    family = [
-        c.__class__(str(p), c.diffs, c.mean, c.sd, c.low, c.high, p) for p in (0.01, 0.04, 0.03)
-    ]
-    assert [x.p_holm for x in holm(family)] == pytest.approx([0.03, 0.06, 0.06])
-    first = holm(family)[0]  # tested at alpha / 3: wider than the unadjusted interval
-    assert first.adj_low < first.low and first.adj_high > first.high
 
 
 # ---------------------------------------------------------------- the study file and CLI

@@ -15,7 +15,7 @@ from search_support import (
     trial_results,
 )
 
-from ecab_tune import checkpoint, statuses
+from ecab_tune import checkpoint, experiment
 from ecab_tune.data import load_dataset
 from ecab_tune.engine import evaluate
 from ecab_tune.search import SearchConfig, main, prepare, resume_command, run_search
@@ -171,7 +171,7 @@ def test_search_end_to_end_with_asha_crash_recovery_and_export(local_ray, tmp_pa
     for trial in study.trials:
         epochs = {r["training_iteration"] for r in results[trial.user_attrs["trial_id"]]}
         assert sorted(trial.intermediate_values) == sorted(epochs), trial.user_attrs
-    assert {r["status"] for r in outcome.table} <= {statuses.FINISHED, statuses.STOPPED}
+    assert {r["status"] for r in outcome.table} <= {experiment.FINISHED, experiment.STOPPED}
 
 
 @pytest.mark.slow
@@ -279,11 +279,11 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_exports_nothing(interrupte
     assert any(line.startswith("[search] ") and "running" in line for line in lines)
     trials = after["summary"]["trials"]
     assert after["summary"]["interrupted"] and after["summary"]["best"] is None
-    assert [t["status"] for t in trials] == [statuses.INTERRUPTED], trials
+    assert [t["status"] for t in trials] == [experiment.INTERRUPTED], trials
     assert "1 interrupted, 3 pending" in "\n".join(lines)
     # Optuna's view says the same, for the dashboard.
     (attrs,) = after["optuna"].values()
-    assert attrs["status"] == statuses.INTERRUPTED and attrs["epochs"] == trials[0]["epochs"]
+    assert attrs["status"] == experiment.INTERRUPTED and attrs["epochs"] == trials[0]["epochs"]
 
 
 @pytest.mark.slow
@@ -294,9 +294,9 @@ def test_resume_finishes_with_the_best_trial_of_an_uninterrupted_run(interrupted
     assert best_params(exp) == best_params(uninterrupted[0])
     summary = json.loads((exp / "summary.json").read_text())
     assert not summary["interrupted"]
-    assert {t["status"] for t in summary["trials"]} <= {statuses.FINISHED, statuses.STOPPED}
+    assert {t["status"] for t in summary["trials"]} <= {experiment.FINISHED, experiment.STOPPED}
     meta = json.loads((exp / "best" / "meta.json").read_text())
-    assert meta["extra"]["partial"] is False and meta["extra"]["status"] == statuses.FINISHED
+    assert meta["extra"]["partial"] is False and meta["extra"]["status"] == experiment.FINISHED
 
 
 @pytest.mark.slow
@@ -334,4 +334,4 @@ def test_sigterm_exits_143_and_export_partial_says_so(tmp_path):
     assert lines[-1].startswith("interrupted: resume with python -m ecab_tune.search --name exp")
     meta = json.loads((exp / "best" / "meta.json").read_text())
     assert meta["extra"]["partial"] is True
-    assert meta["extra"]["status"] == statuses.INTERRUPTED
+    assert meta["extra"]["status"] == experiment.INTERRUPTED

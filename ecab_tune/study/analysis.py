@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ecab_tune import plots
-from ecab_tune.stats import Contrast, holm, mean_std, paired_contrast
+from ecab_tune.reporting import plots
+from ecab_tune.reporting.stats import Contrast, holm, mean_std, paired_contrast
 from ecab_tune.study.spec import StudySpec
 
 TABLE = "table.md"

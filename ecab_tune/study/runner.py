@@ -20,7 +20,7 @@ from ecab_tune.data import load_data
 from ecab_tune.device import device_name, ray_task_device, resolve_device
 from ecab_tune.engine import Trainer, make_trainer, save_trainer
 from ecab_tune.models import init_hash
-from ecab_tune.profile import count_macs
+from ecab_tune.reporting.cost import count_macs
 from ecab_tune.study.runs import append_run, finished, read_runs, row_id
 from ecab_tune.study.spec import Job, StudySpec
 

@@ -1,4 +1,4 @@
-"""The model card and config.json of an exported checkpoint (`ecab_tune.model_card`)."""
+"""The model card and config.json of an exported checkpoint (`ecab_tune.reporting.model_card`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from serve_support import FASHION
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
 from ecab_tune.config import TrainConfig
-from ecab_tune.model_card import model_config, render_card
 from ecab_tune.models import ModelConfig
+from ecab_tune.reporting.model_card import model_config, render_card
 from ecab_tune.search import SearchConfig, run_search
 
 ECAB = ModelConfig("resnet8", "ecab", {"fusion": "sum"}, width=0.25, num_classes=10, in_chans=1)

@@ -1,10 +1,18 @@
-"""Figures of the study and the search report, drawn with matplotlib's Agg canvas (no pyplot)."""
+"""The figures of the study and of the search report, as PNG files.
+
+Where `optuna.visualization.matplotlib` draws a figure (optimisation history, parameter
+importances, intermediate values, Pareto front), the report uses it on a study from
+`optuna_studies`; plotly, which `optuna.visualization` needs, is not a dependency. The rest is
+drawn here on matplotlib's Agg canvas without pyplot: the study's accuracy vs parameters,
+learning curves and paired differences, and the report's parallel coordinates (dashed lines for
+trials that ran short, which Optuna's has no way to show) and train-vs-validation curves.
+"""
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Collection, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +22,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from ecab_tune.reporting.optuna_studies import LABEL, pareto_front
 
 DPI = 120
 
@@ -59,52 +69,6 @@ def learning_curves(curves: Mapping[str, Sequence[float]], path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
-
-
-def attention_weights(weights: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
-    """`weights`: variant → stage → every channel weight of that stage's gates (all images,
-    modules and seeds); one panel of box plots per variant."""
-    panels = {v: stages for v, stages in weights.items() if stages}
-    fig = Figure(figsize=(max(4.0, 3.2 * len(panels)), 3.8), layout="constrained")
-    if not panels:
-        fig.text(0.5, 0.5, "no variant has channel attention", ha="center", va="center")
-        return _save(fig, path)
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    for ax, (variant, stages) in zip(axes, panels.items(), strict=True):
-        names = sorted(stages)
-        ax.boxplot([stages[s] for s in names], showfliers=False)
-        ax.set_xticks(range(1, len(names) + 1), names)
-        ax.set_title(variant)
-        ax.grid(alpha=0.3, axis="y")
-    axes[0].set_ylabel("channel weight")
-    fig.suptitle("Channel attention weights per stage (fixed test images, all seeds)")
-    return _save(fig, path)
-
-
-def optimisation_history(values: Sequence[float], mode: str, path: Path, *, ylabel: str) -> Path:
-    """`values`: each trial's score in the order the trials started; with the running best."""
-    steps = range(1, len(values) + 1)
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(steps, values, "o", alpha=0.7, label="trial")
-    best = list(itertools.accumulate(values, max if mode == "max" else min))
-    ax.step(steps, best, where="post", color="tab:red", label="best so far")
-    ax.set(xlabel="trial (in start order)", ylabel=ylabel, title="Optimisation history")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
-
-
-def horizontal_bars(values: Mapping[str, float], path: Path, *, title: str, xlabel: str) -> Path:
-    """One bar per name, the first on top."""
-    names = list(values)[::-1]
-    fig = Figure(figsize=(6, max(2.5, 1.2 + 0.45 * len(names))), layout="constrained")
-    ax = fig.add_subplot()
-    ax.barh(names, [values[n] for n in names])
-    ax.set(xlabel=xlabel, title=title)
-    ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
 
 
@@ -166,52 +130,6 @@ def parallel_coordinates(
     return _save(fig, path)
 
 
-def pareto_front(costs: Sequence[float], values: Sequence[float], mode: str) -> list[int]:
-    """Indices of the points that no cheaper-or-equal point beats, cheapest first."""
-    sign = -1 if mode == "max" else 1
-    front: list[int] = []
-    for i in sorted(range(len(costs)), key=lambda i: (costs[i], sign * values[i])):
-        if not front or sign * values[i] < sign * values[front[-1]]:
-            front.append(i)
-    return front
-
-
-def cost_tradeoff(
-    costs: Mapping[str, Sequence[float]],
-    values: Sequence[float],
-    labels: Sequence[str],
-    mode: str,
-    path: Path,
-    *,
-    ylabel: str,
-) -> Path:
-    """One panel per cost (x label → cost of each point), its Pareto front highlighted and
-    labelled."""
-    fig = Figure(figsize=(5 * len(costs), 4), layout="constrained")
-    axes = fig.subplots(1, len(costs), sharey=True, squeeze=False)[0]
-    for ax, (xlabel, cost) in zip(axes, costs.items(), strict=True):
-        front = pareto_front(cost, values, mode)
-        ax.plot(cost, values, "o", color="0.6", label="trial")
-        ax.step(
-            [cost[i] for i in front],
-            [values[i] for i in front],
-            "o-",
-            where="post",
-            color="tab:red",
-            label="Pareto front",
-        )
-        for i in front:
-            ax.annotate(
-                labels[i], (cost[i], values[i]), xytext=(4, -10), textcoords="offset points"
-            )
-        ax.set(xlabel=xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(ylabel)
-    axes[0].legend()
-    fig.suptitle(f"{ylabel} vs cost")
-    return _save(fig, path)
-
-
 def epoch_curves(
     epochs: Sequence[int],
     panels: Mapping[str, Mapping[str, Sequence[float]]],
@@ -259,3 +177,98 @@ def paired_differences(contrasts: Sequence[Any], path: Path) -> Path:
     )
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------- drawn by Optuna
+def _save_optuna(draw: Callable[[], Any], path: Path) -> Path:
+    """Save the axes `draw` returns from an `optuna.visualization.matplotlib` function: the
+    ggplot style it sets on pyplot's global rcParams stays inside, its experimental-API warning
+    is not printed, and the figure is closed (pyplot would keep it open)."""
+    import matplotlib
+    import optuna
+    from matplotlib import pyplot as plt
+
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fig = draw().get_figure()
+        try:
+            fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+    return path
+
+
+def optimisation_history(study: Any, path: Path, *, ylabel: str) -> Path:
+    """Each trial's value in the order the study holds them, with the best so far."""
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    def draw() -> Any:
+        ax = plot_optimization_history(study, target_name=ylabel)
+        ax.set_xlabel("trial (in start order)")
+        return ax
+
+    return _save_optuna(draw, path)
+
+
+def param_importances(study: Any, evaluator: Any, path: Path, *, target_name: str) -> Path:
+    """One bar per parameter, by `evaluator` (the one that computed the report's numbers)."""
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    return _save_optuna(
+        lambda: plot_param_importances(study, evaluator=evaluator, target_name=target_name), path
+    )
+
+
+def intermediate_values(study: Any, path: Path, *, ylabel: str) -> Path:
+    """One line per trial over its epochs, labelled with the trial's label."""
+    from optuna.visualization.matplotlib import plot_intermediate_values
+
+    def draw() -> Any:
+        ax = plot_intermediate_values(study)
+        labels = [t.user_attrs[LABEL] for t in study.get_trials(deepcopy=False)]
+        for line, label in zip(ax.get_lines(), labels, strict=True):
+            line.set_label(label)
+        if ax.get_legend() is not None:  # Optuna's shows trial numbers
+            ax.legend(bbox_to_anchor=(1.05, 1), loc="upper left", borderaxespad=0.0)
+        ax.set(xlabel="epoch", ylabel=ylabel, title="Learning curves of every trial")
+        return ax
+
+    return _save_optuna(draw, path)
+
+
+def cost_front(
+    study: Any,
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    references: Mapping[str, tuple[float, float]] | None = None,
+) -> list[str]:
+    """A tradeoff study's points (cost, value) with its Pareto front, the front's labels
+    written beside its points; `references`: name → (cost, value), drawn as stars. Returns the
+    front's labels, cheapest first."""
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    trials = study.get_trials(deepcopy=False)
+    front = [trials[n] for n in pareto_front(study)]
+    references = references or {}
+
+    def draw() -> Any:
+        ax = plot_pareto_front(study, target_names=[xlabel, ylabel])
+        for t in front:
+            ax.annotate(t.user_attrs[LABEL], t.values, xytext=(4, -10), textcoords="offset points")
+        for k, (name, (cost, value)) in enumerate(references.items()):
+            label = "study arm" if k == 0 else None
+            ax.scatter([cost], [value], marker="*", s=160, color="black", zorder=3, label=label)
+            # Arms of one model cost the same: their names stacked, not overprinted.
+            ax.annotate(name, (cost, value), xytext=(8, 4 - 12 * k), textcoords="offset points")
+        if references:
+            ax.legend()
+        costs = [t.values[0] for t in trials] + [c for c, _ in references.values()]
+        if min(costs) > 0 and max(costs) > 10 * min(costs):  # e.g. a study's bigger model
+            ax.set_xscale("log")
+        ax.set_title(f"{ylabel} vs {xlabel}")
+        return ax
+
+    _save_optuna(draw, path)
+    return [t.user_attrs[LABEL] for t in front]

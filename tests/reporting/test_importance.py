@@ -1,0 +1,35 @@
+"""Parameter importances of a search (`ecab_tune.reporting.importance`)."""
+
+import subprocess
+import sys
+
+from report_support import TRIALS, assert_valid_png, make_experiment
+
+from ecab_tune.reporting.importance import comparable_trials, param_importances
+from ecab_tune.reporting.trials import load_experiment
+
+
+def test_full_budget_trials_are_compared_at_the_full_budget(tmp_path):
+    exp = load_experiment(make_experiment(tmp_path, TRIALS))
+    compared, budget = comparable_trials(exp, "val_acc")
+    assert budget == 3 and sorted(t.trial_id for t in compared) == ["a1", "b2", "e5"]
+    importances = param_importances(exp, "val_acc", "max")
+    assert set(importances.values) == {"attention.fusion", "attention.layers", "lr", "weight_decay"}
+    assert importances.how.startswith("FanovaImportanceEvaluator over 3 trials' best val_acc")
+
+
+def test_without_scikit_learn_importances_fall_back_to_ped_anova(tmp_path):
+    # The deployed image has no scikit-learn: fANOVA and mean decrease impurity cannot run.
+    exp = make_experiment(tmp_path, TRIALS)
+    hide = "import sys; sys.modules['sklearn'] = None; from ecab_tune.report import main; "
+    done = subprocess.run(
+        [sys.executable, "-c", hide + f"raise SystemExit(main([{str(exp)!r}]))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (exp / "report" / "report.md").read_text()
+    note = report.split("### Parameter importances")[1].split("###")[0]
+    assert "PedAnovaImportanceEvaluator over" in note and "fANOVA failed" in note
+    assert_valid_png(exp / "report" / "importances.png")

@@ -1,0 +1,121 @@
+"""The search report of an experiment folder (`ecab_tune.reporting.search_report`), through
+its command, `python -m ecab_tune.report`."""
+
+import json
+from pathlib import Path
+
+from report_support import FIGURES, TRIALS, assert_valid_png, make_experiment
+
+from ecab_tune.experiment import RESULT_FILE, read_results, trial_folders
+from ecab_tune.report import main
+
+REPO = Path(__file__).resolve().parents[2]
+PILOT = REPO / "benchmarks" / "results" / "fmnist-resnet20-pilot30"
+
+
+def section(report: str, title: str) -> str:
+    return report.split(f"### {title}")[1].split("###")[0]
+
+
+def test_partial_report_names_the_best_trial_and_draws_every_figure(tmp_path):
+    exp = make_experiment(tmp_path, TRIALS)
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    best = report.split("## Best trial")[1].split("##")[0]
+    assert "Trial: b2" in best and "val_acc: 0.9100 (epoch 3)" in best
+    assert "Partial experiment" in report
+    # Without summary.json the budget is the longest trial's 3 epochs.
+    assert "6 (3 finished, 1 stopped early, 1 diverged, 0 errored, 1 running)" in report
+    assert "trial_d4/result.json: 1 unreadable line(s) skipped" in report
+    assert (
+        report.index("| 1 | b2 |")
+        < report.index("| 2 | e5 |")
+        < report.index("| 5 | c3 |")
+        < report.index("| 6 | f6 |")
+    )
+    assert "Skipped" not in report
+    for name in FIGURES:
+        assert f"]({name})" in report
+        assert_valid_png(exp / "report" / name)
+
+
+def test_the_cost_fronts_name_their_members(tmp_path):
+    # Full budget: a1 (sum: fewer MACs, 0.86), b2 and e5 (concat; 0.91, 0.88); latency 0.8 + lr.
+    exp = make_experiment(tmp_path, TRIALS)
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "red: the Pareto front (a1, b2)" in section(report, "Accuracy vs MACs")
+    assert "red: the Pareto front (a1, e5, b2)" in section(report, "Accuracy vs latency")
+    # Stopped trials count on the training-cost fronts: c3 after one epoch, d4 after two.
+    assert "(c3, d4, b2)" in section(report, "Accuracy vs epochs trained")
+
+
+def test_a_studys_plain_and_se_arms_are_marked_where_it_recorded_the_cost(tmp_path):
+    exp = make_experiment(tmp_path, TRIALS)
+    assert main([str(exp), "--study", str(PILOT / "runs.jsonl")]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert f"Baselines: none, se of {PILOT / 'runs.jsonl'}" in report
+    macs = section(report, "Accuracy vs MACs")
+    assert "star none: the study's arm, mean over 2 seed(s) of each run's best val_acc" in macs
+    assert "star se:" in macs
+    latency = section(report, "Accuracy vs latency")
+    assert "the study records no latency_ms of arm none" in latency and "star" not in latency
+    assert_valid_png(exp / "report" / "pareto_macs.png")
+
+
+def test_finished_experiment_as_html(tmp_path):
+    summary = {
+        "best": {"trial_id": "b2", "test_acc": 0.9, "test_images": 10000},
+        "search": {"space": "quick", "max_epochs": 3},
+    }
+    exp = make_experiment(tmp_path, TRIALS, summary)
+    (exp / "trial_d4" / "error.txt").write_text("Failure # 3\nRuntimeError: out of memory\n")
+    out = tmp_path / "html"
+    assert main([str(exp), "--out", str(out), "--format", "html"]) == 0
+    page = (out / "report.html").read_text()
+    assert "Finished experiment" in page and "Partial" not in page
+    assert "(3 finished, 1 stopped early, 1 diverged, 1 errored, 0 running)" in page
+    assert "Search space: quick (quick)" in page and "test_acc 0.9000" in page
+    for name in FIGURES:
+        assert f'<img src="{name}"' in page
+        assert_valid_png(out / name)
+
+
+def test_one_trial_skips_importances(tmp_path):
+    exp = make_experiment(tmp_path, {"b2": TRIALS["b2"]})
+    (exp / "report").mkdir()
+    (exp / "report" / "importances.png").write_bytes(b"stale")
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "Skipped: needs 2 trials with val_acc at the same budget; there are 1." in report
+    assert not (exp / "report" / "importances.png").exists()
+    assert_valid_png(exp / "report" / "best_learning_curve.png")
+
+
+def test_the_model_cost_front_is_skipped_for_trials_that_never_reported_macs(tmp_path):
+    exp = make_experiment(tmp_path, TRIALS)
+    for folder in trial_folders(exp):
+        rows = read_results(folder).rows
+        old = [{k: v for k, v in r.items() if k not in ("macs", "latency_ms")} for r in rows]
+        (folder / RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    for cost in ("macs", "latency_ms"):
+        assert f"Skipped: no full-budget trial reported {cost}" in report
+
+
+def test_an_interrupted_search_reads_as_interrupted_in_the_searchs_own_words(tmp_path):
+    summary = {
+        "interrupted": True,
+        "best": None,
+        "search": {"space": "quick", "max_epochs": 3},
+        "trials": [
+            {"trial_id": "a1", "status": "finished"},
+            {"trial_id": "d4", "status": "interrupted"},
+        ],
+    }
+    exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "d4")}, summary)
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "Interrupted experiment" in report and "--resume" in report
+    assert "2 (1 finished, 0 stopped early, 0 diverged, 0 errored, 1 interrupted," in report

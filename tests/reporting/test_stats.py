@@ -1,0 +1,58 @@
+"""Summaries over seeds (`ecab_tune.reporting.stats`): paired t intervals against the hand
+computation and scipy, the t table's fallback, Holm's adjustment."""
+
+import math
+
+import pytest
+
+from ecab_tune.reporting.stats import approx_t975, holm, mean_std, paired_ci, paired_contrast
+
+# Three seeds; differences 0.02, 0.01, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.302653.
+WITH = [0.80, 0.82, 0.85]
+WITHOUT = [0.78, 0.81, 0.82]
+HALF_WIDTH = 4.302653 * 0.01 / math.sqrt(3)
+
+
+def test_paired_ci_matches_the_hand_computation():
+    ci = paired_ci(WITH, WITHOUT)
+    assert ci.n == 3 and ci.mean == pytest.approx(0.02)
+    assert (ci.low, ci.high) == pytest.approx((0.02 - HALF_WIDTH, 0.02 + HALF_WIDTH), abs=1e-6)
+    assert not ci.excludes_zero
+    assert paired_ci([x + 0.05 for x in WITH], WITH).excludes_zero
+
+
+def test_paired_ci_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88]
+    ci, reference = paired_ci(a, b), stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (ci.low, ci.high) == pytest.approx((reference.low, reference.high))
+    assert ci.t_source == "scipy"
+
+
+def test_t_table_fallback_is_close_to_the_exact_quantile():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 120):
+        assert approx_t975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=5e-4), df
+
+
+def test_one_seed_gives_no_interval_and_no_std():
+    assert paired_ci([0.9], [0.8]) is None
+    mean, std = mean_std([0.9])
+    assert mean == 0.9 and math.isnan(std)
+    with pytest.raises(ValueError, match="length"):
+        paired_ci([0.9, 0.8], [0.8])
+
+
+def test_paired_contrast_matches_scipy_and_holm_the_hand_computation():
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88]
+    c = paired_contrast("a − b", a, b)
+    assert c.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert c.mean == pytest.approx(0.016) and c.half_width > 0
+    # Holm on p = (0.01, 0.04, 0.03): sorted 0.01·3 = 0.03, 0.03·2 = 0.06, max(0.06, 0.04·1).
+    family = [
+        c.__class__(str(p), c.diffs, c.mean, c.sd, c.low, c.high, p) for p in (0.01, 0.04, 0.03)
+    ]
+    assert [x.p_holm for x in holm(family)] == pytest.approx([0.03, 0.06, 0.06])
+    first = holm(family)[0]  # tested at alpha / 3: wider than the unadjusted interval
+    assert first.adj_low < first.low and first.adj_high > first.high
