@@ -1,0 +1,159 @@
+"""The page at "/" in headless Chromium: predictions, attention charts, the CAM overlay, gate
+values on hover, bridge sources."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from serve_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    encode,
+    fashion_test_images,
+    make_checkpoint,
+    sample_png,
+)
+
+from serve.testing import server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (apt-get install chromium)",
+    ),
+]
+SCREENSHOT = os.environ.get("ECAB_PAGE_SCREENSHOT")
+
+
+ALPHA = """() => { const c = document.getElementById('cam');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"""
+
+
+def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    png = tmp_path / "shoe.png"
+    png.write_bytes(sample_png(0))
+    with server(experiment) as url:
+        api = httpx.post(
+            f"{url}/predict",
+            files=[("files", ("shoe.png", png.read_bytes(), "image/png"))],
+            timeout=30,
+        ).json()
+        expected = api["predictions"][0]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=CHROMIUM_ARGS,
+                headless=True,
+                env={**os.environ, "HOME": str(tmp_path)},
+            )
+            try:
+                page = browser.new_page()
+                page.goto(f"{url}/", timeout=30_000)
+                page.wait_for_function(
+                    "document.getElementById('model').textContent.includes('parameters')",
+                    timeout=30_000,
+                )
+                page.set_input_files("#file", str(png))
+                page.wait_for_function(
+                    "document.getElementById('top1').textContent.length > 0", timeout=30_000
+                )
+                top1 = page.text_content("#top1")
+                rows = page.locator("#top li").count()
+                modules = page.eval_on_selector_all(
+                    ".attention-chart", "els => els.map(e => e.dataset.module)"
+                )
+                # Count painted bar pixels in each module's channel chart.
+                painted = page.eval_on_selector_all(
+                    ".attention-chart canvas.channel",
+                    """els => els.map(c => {
+                        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                        let n = 0;
+                        for (let i = 0; i < d.length; i += 4)
+                            if (d[i] === 0x2f && d[i + 1] === 0x6f && d[i + 2] === 0xed) n++;
+                        return n; })""",
+                )
+                spatial = page.locator(".attention-chart canvas.spatial").count()
+                status = page.text_content("#status")
+            finally:
+                browser.close()
+    assert top1 == expected["top"][0]["label"]
+    assert rows == 5
+    assert modules == list(expected["attention"])
+    assert len(painted) == len(modules) and all(n > 0 for n in painted), painted
+    assert spatial == len(modules)  # CBAM: a spatial map per module
+    assert status.startswith("done")
+
+
+def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ckpt = make_checkpoint(
+        tmp_path / "ecab", "ecab", seed=7, attention_kwargs={"layers": "last2", "fusion": "concat"}
+    )
+    png = tmp_path / "coat.png"
+    png.write_bytes(encode(fashion_test_images(7)[6][0]))
+    with server(ckpt) as url:
+        expected = httpx.post(
+            f"{url}/predict?top_k=5&cam=true",
+            files=[("files", ("coat.png", png.read_bytes(), "image/png"))],
+            timeout=30,
+        ).json()["predictions"][0]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+                env={**os.environ, "HOME": str(tmp_path)},
+            )  # fmt: skip
+            try:
+                page = browser.new_page(viewport={"width": 1000, "height": 900})
+                page.goto(f"{url}/", timeout=30_000)
+                page.wait_for_function(
+                    "document.getElementById('model').textContent.includes('parameters')",
+                    timeout=30_000,
+                )
+                page.set_input_files("#file", str(png))
+                page.wait_for_function(
+                    "document.getElementById('status').textContent.startsWith('done')",
+                    timeout=30_000,
+                )
+                size = page.eval_on_selector("#cam", "c => [c.height, c.width]")
+                painted = page.evaluate(ALPHA)
+                shown = page.eval_on_selector("#cam", "c => getComputedStyle(c).display")
+                page.fill("#cam-opacity", "20")
+                opacity = page.eval_on_selector("#cam", "c => c.style.opacity")
+                if SCREENSHOT:
+                    page.fill("#cam-opacity", "55")
+                    page.screenshot(path=SCREENSHOT, full_page=True)
+                page.uncheck("#cam-toggle")
+                hidden = page.eval_on_selector("#cam", "c => getComputedStyle(c).display")
+                # Hover the first gate's chart over its first and its last channel.
+                chart = page.locator(".attention-chart canvas.channel").first
+                box = chart.bounding_box()
+                chart.hover(position={"x": 1, "y": box["height"] / 2})
+                first = page.locator(".attention-chart .gate-value").first.text_content()
+                chart.hover(position={"x": box["width"] - 1, "y": box["height"] / 2})
+                last = page.locator(".attention-chart .gate-value").first.text_content()
+                sources = page.eval_on_selector_all(
+                    ".attention-chart",
+                    """els => Object.fromEntries(els.map(e => [e.dataset.module,
+                        [...e.querySelectorAll('.source')].map(r => r.dataset.layer)]))""",
+                )
+            finally:
+                browser.close()
+    assert size == expected["cam_shape"] == [7, 7]
+    # The overlay's see-through cells are exactly the map's zeros (alpha = round(255 v)).
+    assert painted == sum(math.floor(255 * v + 0.5) > 0 for row in expected["cam"] for v in row)
+    assert painted > 0
+    assert (shown, opacity, hidden) == ("block", "0.2", "none")
+    channel = expected["attention"]["stage1.block0.attn"]["channel"]
+    assert first == f"channel 0: {channel[0]:.3f}"
+    assert last == f"channel {len(channel) - 1}: {channel[-1]:.3f}"
+    assert sources == {n: list(w["sources"]) for n, w in expected["attention"].items()}
+    assert sources["stage3.block0.attn"][-1] == "stage3.block0.conv2"
