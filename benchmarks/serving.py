@@ -22,7 +22,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,13 +36,14 @@ from PIL import Image
 
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
-from ecab_tune.data import image_to_uint8, preprocess
+from ecab_tune.data import image_to_uint8
 from ecab_tune.data.sources import DEBIAN_FASHION_MNIST, FASHION_MNIST, read_idx
 from ecab_tune.models import ModelConfig
+from ecab_tune.models.inference import forward_with_attention
 from serve.__main__ import parse_args
-from serve.inference import load_handle, resolve_checkpoint
+from serve.model import load_handle, resolve_checkpoint
+from serve.testing import server_process, wait_for_workers
 
-ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR, FASHION = DEBIAN_FASHION_MNIST, FASHION_MNIST
 
 
@@ -81,18 +81,18 @@ def model_only(folder: Path, pngs: list[bytes], batch: int, repeats: int) -> tup
     big = uint8.repeat((batch + len(uint8) - 1) // len(uint8), 1, 1, 1)[:batch]
     with torch.inference_mode():
         for _ in range(10):
-            model(preprocess(uint8[:1], d))
+            forward_with_attention(model, uint8[:1], d, attention=False)
         one = []
         for i in range(repeats):
             x = uint8[i % len(uint8)].unsqueeze(0)
             t = time.perf_counter()
-            model(preprocess(x, d))
+            forward_with_attention(model, x, d, attention=False)
             one.append(time.perf_counter() - t)
-        model(preprocess(big, d))
+        forward_with_attention(model, big, d, attention=False)
         rounds = max(3, repeats // batch)
         t = time.perf_counter()
         for _ in range(rounds):
-            model(preprocess(big, d))
+            forward_with_attention(model, big, d, attention=False)
         throughput = rounds * batch / (time.perf_counter() - t)
     return statistics.median(one), throughput
 
@@ -136,54 +136,6 @@ def cam_figure(rows: dict[str, tuple[float, float]], path: Path, title: str) -> 
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str | Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "serve",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *extra,
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "ECAB_SERVE_TOKEN"}  # /predict open
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError("the server did not become ready in 120 s")
-
-
-def wait_for_workers(url: str, n: int, timeout: float = 120) -> None:
-    """/readyz answers once one worker is up: wait until it lists n ready workers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = httpx.get(f"{url}/readyz", timeout=10)
-        workers = r.json().get("workers") or [{"ready": r.status_code == 200}]
-        if sum(w["ready"] for w in workers) >= n:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not {n} ready workers in {timeout:.0f} s: {workers}")
-        time.sleep(0.2)
 
 
 async def load(
@@ -315,11 +267,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_checkpoint(Path(tmp) / "ckpt", args.arch, args.attention)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = start_server(model, port, ["--max-batch", str(args.max_batch), *server_args])
-        try:
-            wait_for_workers(url, args.workers)
+        # A blank token: /predict is open whatever the environment says.
+        with server_process(
+            model,
+            env={"ECAB_SERVE_TOKEN": ""},
+            args=["--max-batch", str(args.max_batch), *server_args],
+            timeout=120,
+            output=None,
+            stop_timeout=20,
+        ) as (url, _):
+            wait_for_workers(url, args.workers, timeout=120)
             # Time exactly the checkpoint the server serves (an experiment's best/, say).
             folder = resolve_checkpoint(model)
             meta = checkpoint.read_meta(folder)
@@ -362,13 +319,6 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     for c in args.concurrency
                 }
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
     header = ("clients", "p50 ms", "p99 ms", "req/s", "errors")
     print("\n" + " ".join(f"{h:>9}" for h in header))

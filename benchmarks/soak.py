@@ -51,9 +51,8 @@ from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
 from ecab_tune.data import DataInfo
 from ecab_tune.models import ModelConfig
+from serve.testing import HOST, ROOT, server_process, wait_for_workers, worker_pids
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"  # loopback only
 TOKEN = "soak-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STALLED_HEAD = (
@@ -104,72 +103,12 @@ def multipart(blobs: list[bytes]) -> tuple[bytes, str]:
 # The server and its workers -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def worker_pids(supervisor: int) -> set[int]:
-    """The `--workers` processes a supervisor has now: the children of its fork server."""
-
-    def children(pid: int | str) -> list[str]:
-        tasks = Path(f"/proc/{pid}/task").glob("*/children")
-        return " ".join(task.read_text() for task in tasks).split()
-
-    pids: set[int] = set()
-    for child in children(supervisor):
-        with contextlib.suppress(FileNotFoundError):
-            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
-                pids.update(int(worker) for worker in children(child))
-    return pids
-
-
 def rss_mb(pid: int) -> tuple[float, float]:
     """(RSS, peak RSS) of a process in MB."""
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def ready_workers(url: str) -> list[dict]:
-    try:
-        workers = httpx.get(f"{url}/readyz", headers=AUTH, timeout=5).json().get("workers") or []
-    except (httpx.TransportError, ValueError):
-        return []
-    return [w for w in workers if w["ready"]]
-
-
-def wait_ready(url: str, n: int, not_pids: set[int] = frozenset(), timeout: float = 120) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if len([w for w in ready_workers(url) if w["pid"] not in not_pids]) >= n:
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise TimeoutError(f"not {n} ready workers after {timeout:.0f} s")
-
-
-def start_server(runs: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "serve",
-        "--model",
-        str(runs / "a"),
-        "--port",
-        str(port),
-        "--host",
-        HOST,
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-    ]
-    env = {**os.environ, "ECAB_SERVE_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    wait_ready(f"http://{HOST}:{port}", workers)
-    return proc
 
 
 # Checks -----------------------------------------------------------------------------------------
@@ -301,7 +240,9 @@ def check_double_kill(url: str, supervisor: int, workers: int) -> dict:
         (restarted,) = worker_pids(supervisor) - first
         await asyncio.sleep(1.0)
         os.kill(restarted, signal.SIGKILL)
-        await asyncio.to_thread(wait_ready, url, workers, {victim, restarted})
+        await asyncio.to_thread(
+            wait_for_workers, url, workers, AUTH, {victim, restarted}, timeout=120
+        )
         back = time.monotonic() - start
         await asyncio.sleep(1)
         stop = True
@@ -479,11 +420,17 @@ def main(argv: list[str] | None = None) -> int:
         runs = Path(tmp) / "runs"
         make_model(runs / "a", 0)
         make_model(runs / "b", 1)
-        port = free_port()
-        url = f"http://{HOST}:{port}"
-        proc = start_server(runs, port, args.workers)
         summary: dict = {"workers": args.workers, "cpus": os.cpu_count()}
-        try:
+        with server_process(
+            runs / "a",
+            env={"ECAB_SERVE_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)},
+            args=["--host", HOST, "--workers", str(args.workers)],
+            timeout=120,
+            output=subprocess.DEVNULL,
+            stop_timeout=60,
+        ) as (url, proc):
+            wait_for_workers(url, args.workers, AUTH, timeout=120)
+            port = int(url.rsplit(":", 1)[1])
             if not args.skip_checks:
                 summary["bomb"] = check_bomb(url, proc.pid)
                 print(json.dumps(summary["bomb"]), flush=True)
@@ -495,11 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(summary["double_kill"]), flush=True)
                 summary["metrics"] = check_metrics(url)
             if args.minutes > 0:
-                wait_ready(url, args.workers)
+                wait_for_workers(url, args.workers, AUTH, timeout=120)
                 summary["soak"] = asyncio.run(soak(url, port, proc.pid, runs, args))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
     print(json.dumps(summary, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

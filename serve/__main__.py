@@ -9,48 +9,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+from types import NoneType
+from typing import get_args
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from ecab_tune.checkpoint import CheckpointError, read_meta
-from serve.settings import RayOptions, ServeSettings
+from serve.settings import NOT_FLAGS, RayOptions, ServeSettings
 
-FLAGS = {
-    "model": (str, "checkpoint folder, or an experiment folder (its best/ is served)"),
-    "host": (str, "interface to bind (default 127.0.0.1: loopback only)"),
-    "port": (int, "TCP port (default 8000)"),
-    "device": (str, "torch device (default cpu)"),
-    "threads": (int, "torch intra-op threads (default: all cores but one)"),
-    "max_batch": (int, "most images per forward pass (default 32)"),
-    "max_wait_ms": (float, "longest wait for a batch to fill (default 3)"),
-    "max_images_per_request": (int, "most images in one request (default 16)"),
-    "max_body_bytes": (int, "largest request body; larger gets 413 (default 10 MiB)"),
-    "max_pixels": (
-        int,
-        "largest image to decode, width × height; a JPEG counts at the size "
-        "it decodes to, drafted toward the model's input (default 12M)",
-    ),
-    "max_request_pixels": (int, "pixels decoded for one request, all images (default 48M)"),
-    "max_decodes": (int, "images decoded at once per worker: bounds memory (default 2)"),
-    "max_in_flight": (int, "requests processed at once per worker; beyond: 503 (default 64)"),
-    "read_timeout_s": (float, "longest wait for headers or the next body piece: 408 (default 10)"),
-    "request_timeout_s": (
-        float,
-        "deadline of a /predict from headers to answer: 408 or 504 (default 30)",
-    ),
-    "drain_s": (float, "on SIGTERM, time for requests in flight to finish (default 10)"),
-    "top_k": (int, "classes returned by default (default 5)"),
-    "model_root": (
-        str,
-        "/reload loads only under this folder (default: the folder holding --model's experiment)",
-    ),
-    "ray_gpus": (float, "GPU share per Ray Serve replica with --device cuda (default 0.25)"),
-    "workers": (
-        int,
-        "server processes, each with its own model copy (default 1; on CPU about "
-        "one per core: one process is GIL-bound)",
-    ),
-}
+
+def flag_fields() -> dict[str, FieldInfo]:
+    """Every setting a flag may set: ServeSettings' fields, help, defaults and checks included."""
+    return {n: f for n, f in ServeSettings.model_fields.items() if n not in NOT_FLAGS}
+
+
+def flag_help(field: FieldInfo) -> str:
+    """The field's description, then its built-in default (a None default is described in it)."""
+    text = field.description or ""
+    if field.default is not None:
+        default = field.default
+        shown = f"{default:,}" if isinstance(default, int) and default >= 10_000 else default
+        text += f" (default: {shown:g})" if isinstance(shown, float) else f" (default: {shown})"
+    return text.replace("%", "%%")  # argparse formats help strings with %
+
+
+def flag_type(field: FieldInfo) -> type:
+    """`int | None` → int: argparse converts, pydantic then validates the ranges."""
+    (kind,) = [t for t in get_args(field.annotation) or (field.annotation,) if t is not NoneType]
+    return kind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,9 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The bearer token is read from ECAB_SERVE_TOKEN only (never a flag: argv is "
         "visible to every local user).",
     )
-    for name, (kind, text) in FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    for name, field in flag_fields().items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=flag_type(field),
+            help=flag_help(field),
+        )
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
     ray = parser.add_argument_group("Ray Serve")
     ray.add_argument(
         "--ray-replicas",
@@ -84,7 +76,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[ServeSettings, str, Ra
     """Settings from env + flags (flags win), uvicorn's log level, and how to run on Ray."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k in FLAGS and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k in flag_fields() and v is not None}
     try:
         settings = ServeSettings(**overrides)
         ray = RayOptions.from_flags(args.ray_replicas, args.ray_address, settings)
@@ -101,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServeSettings, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serve.inference import resolve_checkpoint
+    from serve.model import resolve_checkpoint
     from serve.tracking import configure_access_log
 
     settings, log_level, ray = parse_command(argv)
@@ -121,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if ray is not None:
         from ecab_tune.cluster import ClusterJoinError
-        from serve.ray_deployment import run_on_ray
+        from serve.runners.ray_replicas import run_on_ray
 
         try:
             run_on_ray(settings, ray, log_level)
@@ -130,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if settings.workers > 1:
-        from serve.workers import run_workers
+        from serve.runners.supervisor import run_workers
 
         try:
             return run_workers(settings, log_level)
@@ -138,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"serve: error: {exc}", file=sys.stderr)
             return 2
     from serve.app import create_app
-    from serve.http_server import serve_forever
+    from serve.runners.process import serve_forever
 
     serve_forever(create_app(settings), settings, log_level)
     return 0

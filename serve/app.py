@@ -1,30 +1,17 @@
-"""`create_app(settings)`: thin routes over `Service`, one place that renders every error."""
+"""`create_app(settings)`: the routes, thin over `Service`; errors render in `serve.errors`."""
 
 from __future__ import annotations
 
-import logging
-import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.body import BodyGuard, read_uploads
-from serve.errors import (
-    BadRequest,
-    Forbidden,
-    InvalidInput,
-    NotSupported,
-    Unauthorized,
-    describe_validation,
-)
+from serve.errors import Forbidden, NotSupported, add_error_handlers
 from serve.metrics import CONTENT_TYPE, Metrics
 from serve.openapi_docs import (
     METRICS_DOCS,
@@ -33,75 +20,14 @@ from serve.openapi_docs import (
     reload_docs,
     responses,
 )
-from serve.schemas import Health, ModelInfo, PredictQuery, PredictResponse, Readiness, ReloadRequest
+from serve.parsing import check_token, has_token, parse_query, refuse_unknown_query
+from serve.schemas import Health, ModelInfo, PredictQuery, PredictResponse, Readiness
 from serve.service import Service
 from serve.settings import ServeSettings
 from serve.tracking import RequestTracking
+from serve.uploads import BodyGuard, read_reload, read_uploads
 
 STATIC = Path(__file__).parent / "static"
-log = logging.getLogger("serve")
-
-# Parsing by hand ------------------------------------------------------------------------------
-# The routes parse their query, token and body with plain calls: FastAPI's dependency tree cost
-# more event-loop time per request than decoding a small image, and it reads a body before it
-# checks the token (a /reload without a token must be 401, whatever its body).
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
-
-
-def check_token(request: Request, settings: ServeSettings) -> None:
-    """401 unless the request carries the server's token (call only when it has one)."""
-    assert settings.token is not None
-    sent = _bearer(request)
-    if sent is None:
-        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    if not secrets.compare_digest(sent.encode(), settings.token.get_secret_value().encode()):
-        raise Unauthorized("wrong bearer token")
-
-
-def has_token(request: Request, settings: ServeSettings) -> bool:
-    """True with the right token; False without one; 401 for a wrong one."""
-    if settings.token is None or _bearer(request) is None:
-        return False
-    check_token(request, settings)
-    return True
-
-
-def refuse_unknown_query(request: Request, names: Iterable[str]) -> None:
-    """FastAPI would silently ignore query parameters a route does not know: refuse them."""
-    unknown = sorted(set(request.query_params) - set(names))
-    if unknown:
-        raise InvalidInput(
-            f"unknown query parameter(s): {', '.join(unknown)}; "
-            f"allowed: {', '.join(names) or 'none'}"
-        )
-
-
-def parse_model(model: type[BaseModel], raw: Any) -> Any:
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidInput(describe_validation(exc.errors())) from exc
-
-
-async def parse_reload(request: Request) -> ReloadRequest | None:
-    body = await request.body()
-    if not body.strip():
-        return None
-    try:
-        return ReloadRequest.model_validate_json(body)
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise BadRequest(
-                f"the body is not valid JSON: {describe_validation(exc.errors())}"
-            ) from exc
-        raise InvalidInput(describe_validation(exc.errors())) from exc
-
-
-# App ------------------------------------------------------------------------------------------
 
 
 def create_app(settings: ServeSettings, reload_supported: bool = True) -> FastAPI:
@@ -129,7 +55,7 @@ def create_app(settings: ServeSettings, reload_supported: bool = True) -> FastAP
         BodyGuard, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s
     )
     app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_routes(app, settings, metrics, reload_supported)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_security_scheme(app)
@@ -151,7 +77,7 @@ def _add_routes(
         if settings.token is not None:
             check_token(request, settings)
         refuse_unknown_query(request, PredictQuery.model_fields)
-        query: PredictQuery = parse_model(PredictQuery, dict(request.query_params))
+        query = parse_query(PredictQuery, request.query_params)
         service.current()  # 503 before any body is read
         service.admit()  # and 503 at the in-flight cap
 
@@ -229,24 +155,9 @@ def _add_routes(
             )
         check_token(request, settings)  # before anything of the request is read
         refuse_unknown_query(request, ())
-        body = await parse_reload(request)
+        body = await read_reload(request)
         return await request.app.state.service.reload(body.path if body else None)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": describe_validation(exc.errors())}, 422)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, 500)

@@ -10,6 +10,9 @@ Its cost is one backward pass to the last stage (measured in benchmarks/serving.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,23 +26,29 @@ def last_block(model: nn.Module) -> nn.Module:
     return model.get_submodule(model.stage_names[-1])[-1]
 
 
-def grad_cam(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(logits N×K, maps N×h×w in [0, 1]) for the top-1 class of each image of `x`.
+@contextlib.contextmanager
+def grad_cam(model: nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
+    """Inside, forwards of `model` run with autograd and keep the last block's output; the
+    yielded function turns the logits of that forward into maps N×h×w in [0, 1] of each image's
+    top-1 class.
 
-    Call outside `torch.inference_mode` (its tensors cannot enter autograd). Per-image maps are
-    independent: the model is in eval mode, so no layer mixes the images of a batch.
+    Open it outside `torch.inference_mode` (its tensors cannot enter autograd). Per-image maps
+    are independent: the model is in eval mode, so no layer mixes the images of a batch.
     """
     store: list[Tensor] = []
     hook = last_block(model).register_forward_hook(lambda m, i, out: store.append(out))
+
+    def maps(logits: Tensor) -> Tensor:
+        features = store[-1]
+        top = logits.argmax(1, keepdim=True)
+        (grad,) = torch.autograd.grad(logits.gather(1, top).sum(), features)
+        # Each channel weighted by its mean gradient; only evidence *for* the class is kept.
+        cam = F.relu((grad.mean((2, 3), keepdim=True) * features).sum(1)).detach()
+        cam = cam / cam.amax((1, 2), keepdim=True).clamp_min(EPS)
+        return cam.float()
+
     try:
         with torch.enable_grad():
-            logits = model(x)
-            features = store[0]
-            top = logits.argmax(1, keepdim=True)
-            (grad,) = torch.autograd.grad(logits.gather(1, top).sum(), features)
+            yield maps
     finally:
         hook.remove()
-    # Each channel weighted by its mean gradient; only evidence *for* the class is kept (ReLU).
-    cam = F.relu((grad.mean((2, 3), keepdim=True) * features).sum(1)).detach()
-    cam = cam / cam.amax((1, 2), keepdim=True).clamp_min(EPS)
-    return logits.detach(), cam.float()

@@ -1,4 +1,5 @@
-"""Every error the service reports, each with its status code; `app.py` renders them as JSON.
+"""Every error the service reports, each with its status code, and the one place that renders
+every error as JSON `{"detail": ...}` (`add_error_handlers`).
 
 They subclass `HTTPException` so that FastAPI passes them through untouched from anywhere,
 including from inside body parsing (the body-size limit fires while the body is being read).
@@ -6,10 +7,16 @@ including from inside body parsing (the body-size limit fires while the body is 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import HTTPException, status
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("serve")
 
 
 class ServeError(HTTPException):
@@ -102,3 +109,18 @@ def describe_validation(errors: Sequence[Any]) -> str:
             text += f" (got {shown[:80] + '…' if len(shown) > 80 else shown})"
         parts.append(text)
     return "; ".join(parts) or "invalid request"
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe_validation(exc.errors())}, 422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, 500)

@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import SecretStr
 
-from serve.body import FIELD
 from serve.schemas import Error, PredictJSON, PredictQuery, ReloadRequest
 from serve.settings import ServeSettings
+from serve.uploads import FIELD
 
 BEARER = "HTTPBearer"
 _TEXTS = {

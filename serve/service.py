@@ -16,6 +16,7 @@ import torch
 
 from ecab_tune.checkpoint import CheckpointError
 from ecab_tune.models import resolved_options
+from serve.batching import MicroBatcher
 from serve.decoding import Decoder
 from serve.errors import (
     BadCheckpoint,
@@ -27,8 +28,8 @@ from serve.errors import (
 )
 from serve.heartbeat import INTERVAL_S, read_beats
 from serve.images import Upload
-from serve.inference import MicroBatcher, ModelHandle, Prediction, load_handle
 from serve.metrics import Metrics
+from serve.model import ModelHandle, Prediction, load_handle
 from serve.model_root import default_root, display_name, within
 from serve.reload_board import Announcement
 from serve.schemas import (

@@ -10,10 +10,17 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MB = 1024 * 1024
+# Settings without a flag: the token (argv is visible to every local user) and what the
+# `--workers` supervisor sets for each worker itself.
+NOT_FLAGS = frozenset({"token", "state_dir", "worker_index"})
 
 
 class ServeSettings(BaseSettings):
-    """Validated once at start-up (env or `python -m serve` flags) and passed inward."""
+    """Validated once at start-up (env or `python -m serve` flags) and passed inward.
+
+    Each field's description is its flag's help, and its default is shown after it: a
+    description names a default only where the default is None (what None means).
+    """
 
     model_config = SettingsConfigDict(env_prefix="ECAB_SERVE_", frozen=True, extra="forbid")
 
@@ -21,7 +28,10 @@ class ServeSettings(BaseSettings):
         default=None,
         description="checkpoint folder, or an experiment folder (its best/ export is served)",
     )
-    host: str = Field(default="127.0.0.1", description="interface to bind (loopback by default)")
+    host: str = Field(
+        default="127.0.0.1",
+        description="interface to bind; 0.0.0.0 exposes the service to the network",
+    )
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free one)")
     device: str = Field(default="cpu", description="torch device for inference (cpu, cuda, cuda:1)")
     threads: int | None = Field(
@@ -30,15 +40,19 @@ class ServeSettings(BaseSettings):
         description="torch intra-op threads (default: all cores but one, which the event loop "
         "and image decoding need)",
     )
-    max_batch: int = Field(default=32, ge=1, le=4096, description="images per forward pass")
+    max_batch: int = Field(default=32, ge=1, le=4096, description="most images per forward pass")
     max_wait_ms: float = Field(
         default=3.0,
         ge=0.0,
         le=1000.0,
         description="longest wait for requests already being decoded to join a batch",
     )
-    max_images_per_request: int = Field(default=16, ge=1, le=1024)
-    max_body_bytes: int = Field(default=10 * MB, ge=1024, description="larger bodies get 413")
+    max_images_per_request: int = Field(
+        default=16, ge=1, le=1024, description="most images in one request"
+    )
+    max_body_bytes: int = Field(
+        default=10 * MB, ge=1024, description="largest request body in bytes; larger gets 413"
+    )
     max_pixels: int = Field(
         default=12_000_000,
         ge=1,

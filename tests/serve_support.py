@@ -1,30 +1,39 @@
-"""Helpers shared by the serve tests: tiny checkpoints, encoded images, a real server process."""
+"""Helpers shared by the serve tests: tiny checkpoints, encoded images, reference answers.
+
+A real server process for a test is `serve.testing`'s.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import socket
-import subprocess
-import sys
+import threading
 import time
-from collections.abc import Iterator
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
-from ecab_tune.data import DataInfo, image_to_uint8, preprocess
+from ecab_tune.data import DataInfo, image_to_uint8
 from ecab_tune.data.sources import DEBIAN_FASHION_MNIST, FASHION_MNIST, read_idx
-from ecab_tune.models import ModelConfig, capture_attention
+from ecab_tune.models import ModelConfig
+from ecab_tune.models.inference import forward_with_attention
+from serve.app import create_app
+from serve.settings import ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "s3cret-token"
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+TOL = 1e-5
+
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; playwright drives it, no browser download
 CHROMIUM_ARGS = [
     "--headless",
@@ -102,8 +111,9 @@ def direct(folder: Path, image: Image.Image) -> tuple[torch.Tensor, dict[str, di
     model, meta = checkpoint.load_model(folder)
     d = meta.data
     x = image_to_uint8(image, d.channels, size=(d.height, d.width)).unsqueeze(0)
-    with torch.inference_mode(), capture_attention(model) as captured:
-        probs = torch.softmax(model(preprocess(x, d)).float(), dim=1)[0]
+    with torch.inference_mode():
+        logits, captured = forward_with_attention(model, x, d)
+        probs = torch.softmax(logits.float(), dim=1)[0]
     maps = {n: {k: t[0].tolist() for k, t in out.items()} for n, out in captured.items()}
     return probs, maps
 
@@ -115,89 +125,98 @@ def fashion_test_images(n: int) -> list[tuple[np.ndarray, int]]:
     return [(images[i].copy(), int(labels[i])) for i in range(n)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def sample_png(seed: int = 0) -> bytes:
+    """A Fashion-MNIST test image when present, else noise of its shape; PNG."""
+    if FASHION_DIR.is_dir():
+        return encode(fashion_test_images(seed + 1)[seed][0])
+    return encode(np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8))
 
 
-@contextlib.contextmanager
-def server(
-    model: Path,
-    env: dict[str, str] | None = None,
-    args: tuple[str, ...] = (),
-    timeout: float = 60.0,
-) -> Iterator[str]:
-    """`python -m serve` on a free loopback port; yields its base URL; always stops it."""
-    with server_process(model, env, args, timeout) as (url, _):
-        yield url
+def noise_png(seed: int = 0, shape=(28, 28), mode: str | None = None) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+    return encode(image.convert(mode) if mode else image)
 
 
-def worker_pids(supervisor: int) -> set[int]:
-    """The `--workers` processes a supervisor has now: the children of its fork server."""
-
-    def children(pid: int | str) -> list[str]:
-        tasks = Path(f"/proc/{pid}/task").glob("*/children")
-        return " ".join(task.read_text() for task in tasks).split()
-
-    pids: set[int] = set()
-    for child in children(supervisor):
-        with contextlib.suppress(FileNotFoundError):
-            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
-                pids.update(int(worker) for worker in children(child))
-    return pids
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width×height pixels (a decompression bomb's shape)."""
+    png = bytearray(encode(Image.new("L", (1, 1))))
+    ihdr = bytes(png[12:16]) + width.to_bytes(4, "big") + height.to_bytes(4, "big") + png[24:29]
+    png[16:24] = ihdr[4:12]
+    png[29:33] = zlib.crc32(ihdr).to_bytes(4, "big")
+    return bytes(png)
 
 
-@contextlib.contextmanager
-def server_process(
-    model: Path,
-    env: dict[str, str] | None = None,
-    args: tuple[str, ...] = (),
-    timeout: float = 60.0,
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """As `server`, and the process too."""
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "serve",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *args,
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready on {url} after {timeout:.0f} s")
-            time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        if proc.stdout:
-            proc.stdout.close()
+def make_client(model: Path | None, **settings) -> TestClient:
+    app = create_app(ServeSettings(model=None if model is None else str(model), **settings))
+    return TestClient(app)
+
+
+def post_files(
+    client: TestClient, blobs: list[bytes], query: str = "", headers=AUTH, field: str = "files"
+):
+    files = [(field, (f"img{i}.png", blob, "image/png")) for i, blob in enumerate(blobs)]
+    return client.post(f"/predict{query}", files=files, headers=headers)
+
+
+def post(client: TestClient, seed: int = 0, **kw):
+    return client.post("/predict", files=[("files", ("x.png", noise_png(seed), "image/png"))], **kw)
+
+
+def concurrently(client: TestClient, n: int) -> list:
+    barrier = threading.Barrier(n)
+
+    def one(i: int):
+        barrier.wait(timeout=30)
+        return post(client, i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def predict(ckpt: Path, blobs: list[bytes], query: str) -> list[dict]:
+    with TestClient(create_app(ServeSettings(model=str(ckpt)))) as client:
+        files = [("files", (f"{i}.png", b, "image/png")) for i, b in enumerate(blobs)]
+        r = client.post(f"/predict{query}", files=files)
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"]
+
+
+def slow_forward(client: TestClient, seconds: float) -> list[int]:
+    """Make every forward pass take `seconds` longer; returns the batch size of each call."""
+    calls: list[int] = []
+
+    def hook(module, inputs):
+        calls.append(len(inputs[0]))
+        time.sleep(seconds)
+
+    client.app.state.service.handle.model.register_forward_pre_hook(hook)
+    return calls
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"detail"}, body
+    assert isinstance(body["detail"], str)
+    for word in words:
+        assert word.lower() in body["detail"].lower(), body["detail"]
+
+
+def assert_still_serving(client: TestClient) -> None:
+    r = post_files(client, [noise_png(99)])
+    assert r.status_code == 200, r.text
+
+
+def assert_matches(prediction: dict, probs: torch.Tensor, maps: dict, classes) -> None:
+    top = prediction["top"]
+    expected = torch.sort(probs, descending=True)
+    assert [t["index"] for t in top] == expected.indices[: len(top)].tolist()
+    for t in top:
+        assert t["label"] == classes[t["index"]]
+        assert abs(t["probability"] - probs[t["index"]].item()) < TOL
+    assert set(prediction["attention"]) == set(maps)
+    for name, outputs in maps.items():
+        got = prediction["attention"][name]
+        for kind, values in outputs.items():
+            np.testing.assert_allclose(np.array(got[kind]), np.array(values), atol=TOL)

@@ -172,7 +172,9 @@ def test_a_study_run_trains_on_the_gpu_and_says_so():
 def test_serve_on_cuda_returns_predictions_and_attention(tmp_path):
     import httpx
     import numpy as np
-    from serve_support import encode, make_checkpoint, server
+    from serve_support import encode, make_checkpoint
+
+    from serve.testing import server
 
     folder = make_checkpoint(tmp_path / "m", attention="ecab")
     image = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)

@@ -17,7 +17,7 @@ from serve_support import ROOT, encode, fashion_test_images, make_checkpoint
 
 from ecab_tune import checkpoint
 from ecab_tune.export import SIGNATURE, export_model
-from ecab_tune.models import capture_attention
+from ecab_tune.models.inference import forward_with_attention
 from serve.app import create_app
 from serve.settings import ServeSettings
 
@@ -48,11 +48,9 @@ def fashion() -> torch.Tensor:
 
 def reference(folder: Path, images: torch.Tensor) -> dict[str, np.ndarray]:
     """PyTorch's own answer through the project's preprocessing: logits and channel gates."""
-    from ecab_tune.data import preprocess
-
     model, meta = checkpoint.load_model(folder)
-    with torch.inference_mode(), capture_attention(model) as captured:
-        logits = model(preprocess(images, meta.data))
+    with torch.inference_mode():
+        logits, captured = forward_with_attention(model, images, meta.data)
     return {"logits": logits.numpy()} | {n: o["channel"].numpy() for n, o in captured.items()}
 
 

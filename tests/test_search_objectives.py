@@ -8,9 +8,10 @@ import httpx
 import optuna
 import pytest
 from search_support import SPACE, needs_fmnist, run_driver, search_command, trial_results
-from serve_support import encode, fashion_test_images, server
+from serve_support import encode, fashion_test_images
 
 from ecab_tune.warm_start import FROM_ATTR
+from serve.testing import server
 
 OBJECTIVES = "val_acc:max,macs:min"
 

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from ecab_tune import checkpoint
 from ecab_tune.data import DataInfo
-from ecab_tune.models import AttentionModule, capture_attention
+from ecab_tune.models import AttentionModule
+from ecab_tune.models.inference import forward_with_attention
 
 FORMATS = ("onnx", "torchscript")
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -37,15 +38,14 @@ class ExportedModel(nn.Module):
     """uint8 images → (logits, channel weights of each attention module), as plain tensors.
 
     The gates hand their weights to `capture_attention`'s dict while the graph is traced, and
-    the traced graph returns them: the dict lives only at trace time, never in the export.
+    the traced graph returns them: the dict lives only at trace time, never in the export. The
+    normalisation is the one preprocessing, its mean and std traced in as constants.
     """
 
     def __init__(self, model: nn.Module, data: DataInfo) -> None:
         super().__init__()
         self.model = model
-        # The one normalisation (`ecab_tune.data.preprocess`), as broadcast tensors for a graph.
-        self.register_buffer("mean", torch.tensor(data.mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(data.std).view(1, -1, 1, 1))
+        self.data = data
         self.gate_names = tuple(
             name for name, m in model.named_modules() if isinstance(m, AttentionModule)
         )
@@ -55,9 +55,7 @@ class ExportedModel(nn.Module):
         return (LOGITS, *self.gate_names)
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        x = (images.float() / 255 - self.mean) / self.std
-        with capture_attention(self.model) as captured:
-            logits = self.model(x)
+        logits, captured = forward_with_attention(self.model, images, self.data)
         return (logits, *(captured[name]["channel"] for name in self.gate_names))
 
 

@@ -1,4 +1,4 @@
-"""The OpenAPI document matches behaviour: schemathesis, all checks, against the live server."""
+"""The OpenAPI document and the page it sits beside; schemathesis against the live server."""
 
 from __future__ import annotations
 
@@ -9,13 +9,50 @@ import sys
 from pathlib import Path
 
 import pytest
-from serve_support import FASHION, ROOT, make_checkpoint, server
+from fastapi.testclient import TestClient
+from serve_support import FASHION, ROOT, make_checkpoint
 
-pytestmark = pytest.mark.slow
+from serve.testing import server
+
 ST = Path(sys.executable).with_name("st")  # schemathesis, from the dev extras
+
 CONFIG = ROOT / "tests" / "schemathesis.toml"
 
 
+def test_openapi_docs_and_page(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "application/json"}
+    params = {p["name"]: p for p in spec["paths"]["/predict"]["post"]["parameters"]}
+    assert set(params) == {"top_k", "attention", "cam"}
+    assert params["top_k"]["in"] == "query"
+    assert "classes per image" in params["top_k"]["description"]
+    assert spec["paths"]["/predict"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    for name in ("PredictResponse", "ModelInfo", "ImagePrediction", "Error"):
+        assert name in spec["components"]["schemas"]
+    files = body["multipart/form-data"]["schema"]["properties"]["files"]
+    assert files["minItems"] == 1 and files["maxItems"] == 16
+    assert set(spec["paths"]["/predict"]["post"]["responses"]) >= {
+        "200",
+        "400",
+        "401",
+        "408",
+        "413",
+        "415",
+        "422",
+        "503",
+        "504",
+    }
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="file"' in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(
     not ST.exists() and not shutil.which("st"),
     reason="schemathesis is not installed (pip install -e '.[dev]')",

@@ -10,11 +10,12 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_support import encode, make_checkpoint, server
+from serve_support import encode, make_checkpoint
 
 from serve.__main__ import parse_command
 from serve.app import create_app
 from serve.settings import RayOptions, ServeSettings
+from serve.testing import server
 
 TOKEN = "ray-serve-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,7 +45,7 @@ def assert_close(got: Any, want: Any, where: str = "response") -> None:
 
 @pytest.mark.slow
 def test_replicas_answer_as_the_app_does(ckpt: Path) -> None:
-    from serve.ray_deployment import REPLICA_HEADER  # imports Ray Serve: only when this runs
+    from serve.runners.ray_replicas import REPLICA_HEADER  # imports Ray Serve: only when this runs
 
     image = encode(np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8))
     files = [("files", ("x.png", image, "image/png"))]
@@ -102,7 +103,7 @@ def test_ray_flags_refused_in_flag_terms(
 
 
 def test_replicas_use_as_many_threads_as_they_reserve(tmp_path) -> None:
-    from serve.ray_deployment import application
+    from serve.runners.ray_replicas import application
 
     app = application(ServeSettings(model=str(tmp_path)), replicas=2)
     deployment = app._bound_deployment
@@ -112,7 +113,7 @@ def test_replicas_use_as_many_threads_as_they_reserve(tmp_path) -> None:
 
 
 def test_replicas_on_cuda_reserve_a_fraction_of_a_gpu(tmp_path) -> None:
-    from serve.ray_deployment import application
+    from serve.runners.ray_replicas import application
 
     default = application(ServeSettings(model=str(tmp_path), device="cuda"), replicas=4)
     assert default._bound_deployment.ray_actor_options["num_gpus"] == 0.25

@@ -1,4 +1,5 @@
-"""The page at "/" in headless Chromium: the CAM overlay, gate values on hover, bridge sources."""
+"""The page at "/" in headless Chromium: predictions, attention charts, the CAM overlay, gate
+values on hover, bridge sources."""
 
 from __future__ import annotations
 
@@ -14,19 +15,81 @@ from serve_support import (
     encode,
     fashion_test_images,
     make_checkpoint,
-    server,
+    sample_png,
 )
+
+from serve.testing import server
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (apt-get install chromium)",
+    ),
 ]
-# Set to a path to keep a screenshot of the page after the upload (the README's is one).
 SCREENSHOT = os.environ.get("ECAB_PAGE_SCREENSHOT")
+
 
 ALPHA = """() => { const c = document.getElementById('cam');
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
     let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"""
+
+
+def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    png = tmp_path / "shoe.png"
+    png.write_bytes(sample_png(0))
+    with server(experiment) as url:
+        api = httpx.post(
+            f"{url}/predict",
+            files=[("files", ("shoe.png", png.read_bytes(), "image/png"))],
+            timeout=30,
+        ).json()
+        expected = api["predictions"][0]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=CHROMIUM_ARGS,
+                headless=True,
+                env={**os.environ, "HOME": str(tmp_path)},
+            )
+            try:
+                page = browser.new_page()
+                page.goto(f"{url}/", timeout=30_000)
+                page.wait_for_function(
+                    "document.getElementById('model').textContent.includes('parameters')",
+                    timeout=30_000,
+                )
+                page.set_input_files("#file", str(png))
+                page.wait_for_function(
+                    "document.getElementById('top1').textContent.length > 0", timeout=30_000
+                )
+                top1 = page.text_content("#top1")
+                rows = page.locator("#top li").count()
+                modules = page.eval_on_selector_all(
+                    ".attention-chart", "els => els.map(e => e.dataset.module)"
+                )
+                # Count painted bar pixels in each module's channel chart.
+                painted = page.eval_on_selector_all(
+                    ".attention-chart canvas.channel",
+                    """els => els.map(c => {
+                        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                        let n = 0;
+                        for (let i = 0; i < d.length; i += 4)
+                            if (d[i] === 0x2f && d[i + 1] === 0x6f && d[i + 2] === 0xed) n++;
+                        return n; })""",
+                )
+                spatial = page.locator(".attention-chart canvas.spatial").count()
+                status = page.text_content("#status")
+            finally:
+                browser.close()
+    assert top1 == expected["top"][0]["label"]
+    assert rows == 5
+    assert modules == list(expected["attention"])
+    assert len(painted) == len(modules) and all(n > 0 for n in painted), painted
+    assert spatial == len(modules)  # CBAM: a spatial map per module
+    assert status.startswith("done")
 
 
 def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Path) -> None:

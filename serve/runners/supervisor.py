@@ -72,7 +72,7 @@ class _Supervisor:
         # done nothing else: no threads, no model, no CUDA. A restart then costs the model load,
         # not the 2-7 s of imports a fresh interpreter pays. The supervisor itself never forks.
         self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["serve.app", "serve.http_server"])
+        self.ctx.set_forkserver_preload(["serve.app", "serve.runners.process"])
         self.slots = [_Slot(i) for i in range(settings.workers)]
         self.stopping = False
 
@@ -242,8 +242,10 @@ def _socket(host: str, port: int) -> socket.socket:
 
 
 def _worker(settings: ServeSettings, log_level: str) -> None:
+    # Imported here, in the worker: the fork server preloaded them; the supervisor never needs
+    # the app (nor Prometheus before PROMETHEUS_MULTIPROC_DIR is set).
     from serve.app import create_app
-    from serve.http_server import serve_forever
+    from serve.runners.process import serve_forever
 
     sock = _socket(settings.host, settings.port)
     serve_forever(create_app(settings), settings, log_level, sockets=[sock])

@@ -1,11 +1,13 @@
-"""Request bodies: the size limit, and the two ways to send images (multipart or JSON)."""
+"""Request bodies: the size limit, the two ways to send images (multipart or JSON), and the
+JSON body of `/reload`."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,9 +22,10 @@ from serve.errors import (
     describe_validation,
 )
 from serve.images import Upload, from_base64
-from serve.schemas import PredictJSON
+from serve.schemas import PredictJSON, ReloadRequest
 
 FIELD = "files"
+M = TypeVar("M", bound=BaseModel)
 
 
 class BodyGuard:
@@ -129,16 +132,27 @@ async def _from_json(request: Request, max_images: int) -> list[Upload]:
     body = await request.body()
     if not body:
         raise BadRequest('empty body: send {"images": ["<base64>", ...]}')
+    parsed = parse_json(PredictJSON, body)
+    if len(parsed.images) > max_images:
+        raise InvalidInput(
+            f"too many images: {len(parsed.images)}; at most {max_images} per request"
+        )
+    return [from_base64(text, i) for i, text in enumerate(parsed.images)]
+
+
+async def read_reload(request: Request) -> ReloadRequest | None:
+    """The body of a `/reload`: None when empty (reload the current source)."""
+    body = await request.body()
+    return parse_json(ReloadRequest, body) if body.strip() else None
+
+
+def parse_json(model: type[M], body: bytes) -> M:
+    """400 for a body that is not JSON; 422, saying where, for JSON of the wrong shape."""
     try:
-        parsed = PredictJSON.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise BadRequest(
                 f"the body is not valid JSON: {describe_validation(exc.errors())}"
             ) from exc
         raise InvalidInput(describe_validation(exc.errors())) from exc
-    if len(parsed.images) > max_images:
-        raise InvalidInput(
-            f"too many images: {len(parsed.images)}; at most {max_images} per request"
-        )
-    return [from_base64(text, i) for i, text in enumerate(parsed.images)]

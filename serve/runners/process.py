@@ -3,7 +3,7 @@
 uvicorn closes idle keep-alive connections but waits forever for a request's headers; a client
 that opens connections and trickles bytes would hold them open. `HeaderTimeout` answers 408 and
 closes the connection when the headers are not complete `read_timeout_s` after the connection
-opened or after its previous answer (the body's own timeout is `serve.body.BodyGuard`'s).
+opened or after its previous answer (the body's own timeout is `serve.uploads.BodyGuard`'s).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The loaded model (`ModelHandle`) and the micro-batcher that feeds it.
+"""The micro-batcher: requests' images → shared forward passes on one inference thread.
 
 Requests hand their images to one `MicroBatcher`; its single worker runs a forward pass over
 whatever has queued (up to `max_batch` images) in a dedicated thread, so the event loop never
@@ -11,181 +11,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ecab_tune import checkpoint
-from ecab_tune.checkpoint import CheckpointError, Meta
-from ecab_tune.data import preprocess
-from ecab_tune.experiment import EXPORT_DIR
-from ecab_tune.models import capture_attention
-from serve.bridge_sources import gate_sources, record_shares
-from serve.cam import grad_cam
+from serve.model import ModelHandle, Prediction
 
 T = TypeVar("T")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder as is; an experiment folder → its exported best checkpoint."""
-    folder = Path(path).expanduser()
-    if (folder / checkpoint.META).is_file():
-        return folder
-    if (folder / EXPORT_DIR / checkpoint.META).is_file():
-        return folder / EXPORT_DIR
-    if not folder.exists():
-        raise CheckpointError(f"{folder} does not exist")
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder} is not a folder (expected a checkpoint folder)")
-    raise CheckpointError(
-        f"{folder} is neither a checkpoint (no {checkpoint.META}) nor an experiment folder "
-        f"with an exported best model ({EXPORT_DIR}/{checkpoint.META})"
-    )
-
-
-@dataclass(frozen=True)
-class AttentionModuleInfo:
-    name: str
-    kind: str
-    outputs: tuple[str, ...]
-    channels: int
-    sources: tuple[str, ...] = ()  # a bridge gate's source layers, in `layer_names`' words
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's answer: (class index, probability) best first, its attention maps (and each
-    bridge gate's `sources` shares by layer), and its class activation map if asked for."""
-
-    top: list[tuple[int, float]]
-    attention: dict[str, dict[str, Any]] | None
-    cam: list[list[float]] | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class ModelHandle:
-    """A model ready to answer: weights in eval mode, its metadata and what it exposes."""
-
-    model: nn.Module
-    meta: Meta
-    path: Path
-    source: str
-    device: torch.device
-    attention_modules: tuple[AttentionModuleInfo, ...]
-    parameters: int
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        d = self.meta.data
-        return d.channels, d.height, d.width
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.meta.data.classes)
-
-    def predict(
-        self, images: Tensor, top_k: int, attention: bool, cam: bool = False
-    ) -> list[Prediction]:
-        """Classify a uint8 N×C×H×W batch exactly as training preprocesses it."""
-        # Grad-CAM needs autograd, which inference_mode's tensors refuse; no_grad still skips
-        # the graph everywhere but inside `grad_cam`.
-        with torch.no_grad() if cam else torch.inference_mode():
-            x = preprocess(images.to(self.device), self.meta.data)
-            captured: dict[str, dict[str, Tensor]] = {}
-            shares: dict[str, Tensor] = {}
-            with contextlib.ExitStack() as stack:
-                if attention:
-                    captured = stack.enter_context(capture_attention(self.model))
-                    shares = stack.enter_context(record_shares(self.model))
-                logits, maps_cam = grad_cam(self.model, x) if cam else (self.model(x), None)
-            probs = torch.softmax(logits.float(), dim=1)
-            values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-            # One .tolist() per tensor: far cheaper than per-element conversion.
-            maps = {
-                name: {kind: t.float().cpu().tolist() for kind, t in outputs.items()}
-                for name, outputs in captured.items()
-            }
-            for name, share in shares.items():
-                maps[name]["sources"] = [
-                    dict(zip(self.sources[name], row, strict=True)) for row in share.cpu().tolist()
-                ]
-            values_l, indices_l = values.cpu().tolist(), indices.cpu().tolist()
-            cams = None if maps_cam is None else maps_cam.cpu().tolist()
-        return [
-            Prediction(
-                top=list(zip(indices_l[i], values_l[i], strict=True)),
-                attention={n: {k: v[i] for k, v in m.items()} for n, m in maps.items()}
-                if attention
-                else None,
-                cam=None if cams is None else cams[i],
-            )
-            for i in range(len(values_l))
-        ]
-
-    @property
-    def sources(self) -> dict[str, tuple[str, ...]]:
-        return {m.name: m.sources for m in self.attention_modules if m.sources}
-
-
-def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
-    """Load and warm up a checkpoint; raises `CheckpointError` for anything unusable."""
-    folder = resolve_checkpoint(path)
-    target = torch.device(device)
-    try:
-        model, meta = checkpoint.load_model(folder, device=target)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # e.g. a meta.json naming an attention option that does not exist
-        raise CheckpointError(
-            f"{folder}: {checkpoint.META} describes a model that cannot be built: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    d = meta.data
-    if meta.model.num_classes != len(d.classes):
-        raise CheckpointError(
-            f"{folder}: the model has {meta.model.num_classes} outputs but the data names "
-            f"{len(d.classes)} classes"
-        )
-    # A warm-up forward pass both primes the kernels and lists the attention modules.
-    try:
-        with torch.inference_mode(), capture_attention(model) as captured:
-            model(
-                preprocess(
-                    torch.zeros(1, d.channels, d.height, d.width, dtype=torch.uint8, device=target),
-                    d,
-                )
-            )
-    except Exception as exc:
-        raise CheckpointError(
-            f"{folder}: the model does not run on its own input shape: {exc}"
-        ) from exc
-    sources = gate_sources(model)
-    modules = tuple(
-        AttentionModuleInfo(
-            name=name,
-            kind=type(model.get_submodule(name)).__name__,
-            outputs=tuple(outputs),
-            channels=int(outputs["channel"].shape[1]) if "channel" in outputs else 0,
-            sources=sources.get(name, ()),
-        )
-        for name, outputs in captured.items()
-    )
-    return ModelHandle(
-        model=model,
-        meta=meta,
-        path=folder.resolve(),
-        source=str(path),
-        device=target,
-        attention_modules=modules,
-        parameters=sum(p.numel() for p in model.parameters()),
-    )
 
 
 @dataclass(eq=False)
@@ -217,7 +53,6 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch  # images per forward pass, for the metrics
         self._on_queue = on_queue  # images waiting, for the metrics
-        self.batches = 0  # forward passes run, for monitoring and tests
         self._queue: collections.deque[_Job] = collections.deque()
         self._queued_images = 0
         self._arriving = 0
@@ -284,7 +119,6 @@ class MicroBatcher:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
-                self.batches += 1
                 self._on_batch(sum(len(job.images) for job in group))
                 for job, result in zip(group, results, strict=True):
                     if not job.future.done():

@@ -1,0 +1,67 @@
+"""Decoding in bounded memory and time: the request's pixel budget, JPEG draft mode, and
+where decoding runs."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+from serve_support import (
+    assert_error,
+    assert_still_serving,
+    encode,
+    make_client,
+    noise_png,
+    png_claiming,
+    post_files,
+)
+
+
+def test_request_pixel_budget(client: TestClient, ckpts) -> None:
+    # 16 images each under the per-image limit, together far over the request's budget:
+    # refused from their headers alone, before any pixel is decoded.
+    each = png_claiming(3000, 3000)
+    assert_error(post_files(client, [each] * 16), 413, "144,000,000 pixels", "48,000,000")
+    with make_client(ckpts["cbam"], max_pixels=10_000, max_request_pixels=20_000) as c:
+        ok = noise_png(1, shape=(100, 100))
+        assert post_files(c, [ok, ok], headers={}).status_code == 200
+        assert_error(post_files(c, [ok, ok, ok], headers={}), 413, "30,000 pixels", "20,000")
+    assert_still_serving(client)
+
+
+def test_large_jpegs_decode_in_draft_mode(ckpts) -> None:
+    # 4000×3000 = 12 M pixels, over a 1 M limit; in draft mode it decodes at 1/8: 500×375.
+    photo = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    )
+    jpeg, png = encode(photo, "JPEG", quality=80), encode(photo.resize((400, 300)))
+    with make_client(ckpts["cbam_rgb"], max_pixels=1_000_000) as c:
+        assert post_files(c, [jpeg], headers={}).status_code == 200
+        # No draft mode for other formats: a PNG is judged by its full size.
+        big_png = encode(Image.new("RGB", (4000, 3000)))
+        assert_error(post_files(c, [big_png], headers={}), 413, "12,000,000 pixels")
+        assert post_files(c, [png], headers={}).status_code == 200
+
+
+def test_only_small_images_are_decoded_on_the_event_loop(client: TestClient) -> None:
+    from serve.decoding import INLINE_DECODE_PIXELS
+
+    decoder = client.app.state.service.decoder
+    threads: list[str] = []
+    real = decoder._convert
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    decoder._convert = recording
+    loop_thread = client.portal.call(lambda: threading.current_thread().name)
+    assert 28 * 28 <= INLINE_DECODE_PIXELS < 200 * 200
+    assert post_files(client, [noise_png(0)]).status_code == 200
+    assert post_files(client, [noise_png(0, shape=(200, 200))]).status_code == 200
+    # A bomb's header is read on the loop and refused there: its pixels are never allocated.
+    assert_error(post_files(client, [png_claiming(100_000, 100_000)]), 413, "decompression")
+    assert len(threads) == 2
+    assert threads[0] == loop_thread and threads[1] != loop_thread

@@ -1,0 +1,95 @@
+"""Untrusted bytes → images: every format and mode accepted, everything else a clear 4xx."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from serve_support import (
+    FASHION,
+    assert_error,
+    assert_matches,
+    assert_still_serving,
+    direct,
+    encode,
+    make_client,
+    noise_png,
+    png_claiming,
+    post_files,
+)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "kw"),
+    [
+        ("PNG", "L", {}),
+        ("PNG", "RGB", {}),
+        ("PNG", "RGBA", {}),
+        ("PNG", "P", {}),
+        ("PNG", "LA", {}),
+        ("PNG", "I;16", {}),
+        ("PNG", "1", {}),
+        ("JPEG", "RGB", {}),
+        ("JPEG", "L", {}),
+        ("JPEG", "CMYK", {}),
+        ("WEBP", "RGB", {"lossless": True}),
+        ("WEBP", "RGBA", {}),
+        ("BMP", "RGB", {}),
+        ("BMP", "L", {}),
+        ("GIF", "P", {}),
+    ],
+)
+def test_predict_accepts_formats_and_modes(client: TestClient, ckpts, fmt, mode, kw) -> None:
+    rng = np.random.default_rng(5)
+    image = Image.fromarray(rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)).convert(mode)
+    blob = encode(image, fmt, **kw)
+    r = post_files(client, [blob])
+    assert r.status_code == 200, r.text
+    probs, maps = direct(ckpts["cbam"], Image.open(io.BytesIO(blob)))
+    assert_matches(r.json()["predictions"][0], probs, maps, FASHION.classes)
+
+
+def test_not_an_image(client: TestClient) -> None:
+    assert_error(post_files(client, [b"hello, I am text"]), 422, "img0.png", "not a supported")
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+    assert_error(post_files(client, [svg]), 422, "not a supported image")
+    tiff = encode(Image.new("L", (8, 8)), "TIFF")
+    assert_error(post_files(client, [tiff]), 422, "not a supported image")
+    assert_still_serving(client)
+
+
+def test_truncated_image(client: TestClient) -> None:
+    png = noise_png(3, shape=(64, 64))
+    assert_error(post_files(client, [png[: len(png) // 2]]), 422, "truncated")
+    jpeg = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+        "JPEG",
+    )
+    assert_error(post_files(client, [jpeg[: len(jpeg) // 2]]), 422, "truncated")
+    assert_still_serving(client)
+
+
+def test_decompression_bomb(client: TestClient, ckpts) -> None:
+    assert_error(
+        post_files(client, [png_claiming(5000, 9000)]),
+        413,
+        "45,000,000 pixels",
+        "limit is 12,000,000",
+    )
+    # Beyond PIL's own guard, PIL refuses first; same status, same advice.
+    assert_error(
+        post_files(client, [png_claiming(50_000, 50_000)]),
+        413,
+        "decompression bomb",
+        "limit is 12,000,000",
+    )
+    # A real, fully valid image over a lower limit: refused before its pixels are decoded.
+    bomb = encode(Image.new("L", (2000, 2000)))
+    assert len(bomb) < 20_000
+    with make_client(ckpts["cbam"], max_pixels=1_000_000) as c:
+        assert_error(post_files(c, [bomb], headers={}), 413, "4,000,000 pixels", "1,000,000")
+        assert post_files(c, [noise_png()], headers={}).status_code == 200
+    assert_still_serving(client)
