@@ -27,7 +27,7 @@ from ecab_tune.layout import (
     SUMMARY_FILE,
     TRIAL_PREFIX,
 )
-from ecab_tune.space import ATTN_PREFIX, Param, SearchSpace, SpaceError, load_space
+from ecab_tune.search.space import ATTN_PREFIX, Param, SearchSpace, SpaceError, load_space
 from ecab_tune.statuses import (
     DIVERGED,
     ERRORED,

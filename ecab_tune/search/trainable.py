@@ -19,7 +19,7 @@ from ecab_tune.data import Splits
 from ecab_tune.device import device_name, ray_task_device
 from ecab_tune.engine import DIVERGED, EpochResult
 from ecab_tune.profile import count_macs, latency_ms
-from ecab_tune.space import SearchSpace
+from ecab_tune.search.space import SearchSpace
 from ecab_tune.train import make_trainer, save_trainer
 
 CRASH_MARKER = ".crash-injected"

@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from ecab_tune.space import SPACES_DIR, SpaceError, load_space
+from ecab_tune.search.space import SPACES_DIR, SpaceError, load_space
 
 VALID = """
 defaults: {model: resnet8, attention: ecab, max_epochs: 3}
