@@ -2,7 +2,8 @@
 
 import pytest
 
-from ecab_tune.search.__main__ import main
+from ecab_tune.config import DataConfig
+from ecab_tune.search.__main__ import build_parser, main, search_config
 from ecab_tune.search.objectives import parse_objectives
 
 
@@ -71,3 +72,13 @@ def test_a_tracker_without_its_package_is_refused_before_the_search(
     err = capsys.readouterr().err
     assert f"--tracker {tracker} needs {module}: pip install 'ecab_tune[trackers]'" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_the_data_flags_are_data_configs_and_default_to_the_spaces():
+    parser = build_parser()
+    cfg = search_config(parser.parse_args(["--space", "quick", "--image-size", "48"]))
+    assert cfg.data == DataConfig(dataset="fashion-mnist", subset=30000, image_size=48)
+    cfg = search_config(parser.parse_args(["--space", "quick", "--subset", "600"]))
+    assert (cfg.data.subset, cfg.data.val_fraction) == (600, 0.1)
+    resumed = search_config(parser.parse_args(["--name", "q", "--resume", "--subset", "600"]))
+    assert resumed.data is None  # a resumed search keeps the data it started with
