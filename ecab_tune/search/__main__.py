@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ecab_tune.search",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="--dataset and --subset default to the space's.\n\n"
+        epilog="--dataset and --subset default to the space's; --val-fraction must be above 0 "
+        "(a search selects on a validation split, never on test).\n\n"
         "Examples:\n  python -m ecab_tune.search --space quick\n"
         "  python -m ecab_tune.search --space bridge --address auto --gpus-per-trial 0.25",
     )
