@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import ray
 from ray.cluster_utils import Cluster
 
-from ecab_tune.search import SearchConfig, run_search
+from ecab_tune.search import SearchConfig, load_space, run_search
+from ecab_tune.search.config import space_data
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def run_layout(layout: Layout, args: argparse.Namespace, storage: str) -> float:
             space=args.space,
             name=layout.name.replace(" ", "_").replace(",", ""),
             storage=storage,
-            subset=args.subset,
+            data=space_data(load_space(args.space), subset=args.subset),
             num_samples=args.num_samples,
             max_epochs=args.max_epochs,
             scheduler="fifo",

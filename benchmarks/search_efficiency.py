@@ -31,8 +31,9 @@ from ray import tune
 
 from ecab_tune.experiment import TRIAL_PREFIX, read_results
 from ecab_tune.reporting.stats import paired_ci
-from ecab_tune.search import SearchConfig, run_search
-from ecab_tune.space import load_space, resolve_path
+from ecab_tune.search import SearchConfig, load_space, run_search
+from ecab_tune.search.config import space_data
+from ecab_tune.search.space import resolve_path
 
 STRATEGIES = {
     "tpe-asha-pruned": dict(searcher="optuna", scheduler="asha", stopped_trials="pruned"),
@@ -84,13 +85,15 @@ def space_file(args: argparse.Namespace, storage: str) -> str:
 
 def run_one(strategy: str, seed: int, args: argparse.Namespace, storage: str) -> Row:
     starts = TrialStarts()
+    space = load_space(args.space_file)
+    subset = space.defaults.subset if args.subset is None else args.subset
     cfg = SearchConfig(
         space=args.space_file,
         name=f"{strategy}-s{seed}",
         storage=storage,
         seed=seed,
         num_samples=args.num_samples,
-        subset=args.subset,
+        data=space_data(space, subset=subset),
         max_epochs=args.max_epochs,
         max_concurrent=args.max_concurrent,
         dashboard=False,
@@ -101,15 +104,15 @@ def run_one(strategy: str, seed: int, args: argparse.Namespace, storage: str) ->
     wall = time.perf_counter() - start
     overheads = []
     for row in outcome.table:
-        first = _first_step(outcome.experiment_dir, row["trial_id"])
-        if first is not None and row["trial_id"] in starts.started:
-            overheads.append(first - starts.started[row["trial_id"]])
+        first = _first_step(outcome.experiment_dir, row.trial_id)
+        if first is not None and row.trial_id in starts.started:
+            overheads.append(first - starts.started[row.trial_id])
     return Row(
         strategy,
         seed,
-        max(r["val_acc"] for r in outcome.table),
+        max(r.best for r in outcome.table),  # the space's metric: val_acc
         outcome.best["test_acc"],
-        sum(r["epochs"] for r in outcome.table),
+        sum(r.epochs for r in outcome.table),
         wall,
         statistics.median(overheads) if overheads else float("nan"),
     )

@@ -15,9 +15,8 @@ import yaml
 from serve_support import ROOT
 
 from ecab_tune.config import from_args
-from ecab_tune.search import SearchConfig
-from ecab_tune.search import build_parser as search_parser
-from ecab_tune.space import load_space
+from ecab_tune.search import SearchConfig, load_space
+from ecab_tune.search.__main__ import build_parser as search_parser
 from serve.__main__ import parse_command
 
 COMPOSE = ROOT / "docker-compose.yml"

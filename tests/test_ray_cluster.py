@@ -237,10 +237,11 @@ def check_search(search: Search) -> None:
     assert config["address"] == search.address
     assert (meta.model.name, meta.model.attention) == ("resnet8", "ecab")
     assert meta.model.attention_kwargs["fusion"] == meta.extra["params"]["attention.fusion"]
+    data = config["data"]
     splits = load_dataset(
-        config["dataset"],
-        subset=config["subset"],
-        val_fraction=config["val_fraction"],
+        data["dataset"],
+        subset=data["subset"],
+        val_fraction=data["val_fraction"],
         seed=config["seed"],
     )
     val_loss, val_acc = evaluate(model, splits.val, splits.info, 1024)
@@ -303,7 +304,8 @@ def test_a_wrong_token_is_one_line_within_15_s(cluster, tmp_path):
 def test_every_entry_point_fails_in_one_line(cluster, tmp_path, monkeypatch, capsys):
     """search, compare and `serve --ray-replicas` (their main(), in this process: joining
     fails before Ray starts), on each kind of address."""
-    from ecab_tune import compare, search
+    from ecab_tune import compare
+    from ecab_tune.search import __main__ as search
     from serve import __main__ as serve
 
     space = tmp_path / "tiny.yaml"

@@ -11,7 +11,7 @@ from ecab_tune.experiment import DIVERGED, ERRORED
 from ecab_tune.reporting.document import epochs_text
 from ecab_tune.reporting.optuna_studies import quiet_study
 from ecab_tune.reporting.trials import Experiment, TrialRecord
-from ecab_tune.space import Param
+from ecab_tune.search.space import Param
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def render_card(meta: Meta) -> str:
     options = resolved_options(m.attention, m.attention_kwargs)
     lines += _table(("option", "value"), sorted(options.items())) if options else ["none"]
     lines += ["", "## Data and splits", ""]
-    data_cfg = search or extra.get("data_config") or {}
+    data_cfg = search.get("data") or extra.get("data_config") or {}
     split_rows = [("dataset", dataset)]
     if data_cfg.get("subset"):
         split_rows.append(("training images", f"a stratified subset of {data_cfg['subset']}"))

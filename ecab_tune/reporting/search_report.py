@@ -27,7 +27,7 @@ from ecab_tune.reporting.document import (
 )
 from ecab_tune.reporting.importance import param_importances
 from ecab_tune.reporting.trials import Experiment, TrialRecord, ranked
-from ecab_tune.space import ATTN_PREFIX
+from ecab_tune.search.space import ATTN_PREFIX
 
 TOP_TRIALS = 10
 

@@ -27,7 +27,7 @@ from ecab_tune.experiment import (
     read_results,
     trial_folders,
 )
-from ecab_tune.space import SearchSpace, SpaceError, load_space
+from ecab_tune.search.space import SearchSpace, SpaceError, load_space
 
 
 @dataclass(frozen=True)

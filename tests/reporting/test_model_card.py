@@ -10,7 +10,7 @@ from serve_support import FASHION
 
 from ecab_tune import checkpoint
 from ecab_tune.checkpoint import Meta
-from ecab_tune.config import TrainConfig
+from ecab_tune.config import DataConfig, TrainConfig
 from ecab_tune.models import ModelConfig
 from ecab_tune.reporting.model_card import model_config, render_card
 from ecab_tune.search import SearchConfig, run_search
@@ -23,8 +23,8 @@ SEARCHED = Meta(
     metrics={"val_acc": 0.8125, "val_loss": 0.51, "test_acc": 0.7931, "test_loss": 0.55,
              "epochs": 3, "trial_id": "ab12", "num_params": 4321, "test_images": 10000},
     extra={"search": {"name": "bridge-1", "searcher": "optuna", "scheduler": "asha",
-                      "num_samples": 8, "max_epochs": 3, "seed": 0, "subset": 600,
-                      "val_fraction": 0.1},
+                      "num_samples": 8, "max_epochs": 3, "seed": 0,
+                      "data": {"subset": 600, "val_fraction": 0.1}},
            "space": "bridge", "params": {"lr": 0.05, "attention.fusion": "sum"},
            "status": "finished", "partial": True},
 )  # fmt: skip
@@ -85,7 +85,7 @@ def test_a_tiny_searchs_best_folder_is_a_model_folder(local_ray, tmp_path) -> No
         "params:\n  lr: {type: loguniform, low: 0.01, high: 0.1}\n"
     )
     cfg = SearchConfig(space=str(space), name="card", storage=str(tmp_path / "runs"),
-                       subset=300, scheduler="fifo", dashboard=False)  # fmt: skip
+                       data=DataConfig(subset=300), scheduler="fifo", dashboard=False)  # fmt: skip
     best = run_search(cfg).best_dir
     meta = checkpoint.read_meta(best)
     config = json.loads((best / "config.json").read_text())

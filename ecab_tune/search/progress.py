@@ -13,6 +13,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ecab_tune import experiment
+from ecab_tune.search.results import params_text
 
 TAG = "[search]"
 
@@ -25,14 +26,6 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def params_text(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={short(v)}" for k, v in config.items())
 
 
 def epochs_left(done: dict[str, int], pending: int, ended: list[int], max_epochs: int) -> float:

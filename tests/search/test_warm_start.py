@@ -4,10 +4,10 @@ import optuna
 import pytest
 from search_support import SPACE
 
-from ecab_tune.objectives import parse_objectives
-from ecab_tune.search import SearchConfig, prepare
-from ecab_tune.space import load_space
-from ecab_tune.warm_start import FROM_ATTR, seed_study
+from ecab_tune.search import SearchConfig, load_space
+from ecab_tune.search.objectives import parse_objectives
+from ecab_tune.search.runner import prepare
+from ecab_tune.search.warm_start import FROM_ATTR, seed_study
 
 State = optuna.trial.TrialState
 # (params, status, val_acc per epoch) of an old search with a 3-epoch budget.

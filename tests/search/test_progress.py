@@ -1,6 +1,6 @@
 from types import SimpleNamespace
 
-from ecab_tune.progress import SearchProgress, duration, epochs_left
+from ecab_tune.search.progress import SearchProgress, duration, epochs_left
 
 
 def trial(trial_id, state, epochs, best=None, **config):

@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from ecab_tune.space import SPACES_DIR, SpaceError, load_space
+from ecab_tune.search.space import SPACES_DIR, SpaceError, load_space
 
 VALID = """
 defaults: {model: resnet8, attention: ecab, max_epochs: 3}
@@ -132,3 +132,49 @@ def test_grid_needs_unconditional_choices(tmp_path):
     }
     with pytest.raises(SpaceError, match="grid searcher"):
         load_space(write(tmp_path, VALID)).grid()
+
+
+def test_an_attention_without_options_drops_the_spaces_fixed_ones(tmp_path):
+    space = load_space(
+        write(
+            tmp_path,
+            """
+defaults: {model: resnet8, attention: ecab, attention_kwargs: {fusion: concat}}
+params:
+  attention: {type: choice, values: [none, ecab_head, ecab]}
+""",
+        )
+    )
+    for attention in ("none", "ecab_head", "ecab"):
+        model, _ = space.resolve(
+            {"attention": attention}, num_classes=10, in_chans=1, epochs=1, seed=0
+        )
+        assert model.attention_kwargs == ({"fusion": "concat"} if attention == "ecab" else {})
+
+
+@pytest.mark.parametrize(
+    "text,key,words",
+    [
+        (VALID + "scheduler: {grace_period: 0}\n", "scheduler.grace_period", "greater than"),
+        (VALID.replace("max_epochs: 3", "max_epochs: 3.5"), "defaults.max_epochs", "integer"),
+        (VALID.replace("{type: loguniform, low: 0.01, high: 0.5}", "0.1"), "params.lr", "mapping"),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, train: {lr: 20}"),
+            "defaults.train",
+            "lr=20",
+        ),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, train: {epochs: 2}"),
+            "defaults.train.epochs",
+            "unknown key",
+        ),
+        (VALID.replace("searcher: optuna", "") + "  lr2: {}\n", "params.lr2", "unknown parameter"),
+        ("- a list\n", "space.yaml: expected a mapping", "got list"),
+    ],
+)
+def test_other_invalid_spaces_are_one_line_naming_the_key(tmp_path, text, key, words):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert str(path) in message and key in message and words in message and "\n" not in message

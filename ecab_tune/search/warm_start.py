@@ -20,8 +20,8 @@ import optuna
 
 from ecab_tune import experiment
 from ecab_tune.experiment import OPTUNA_DB, SEARCH_FILE, TRIAL_PREFIX
-from ecab_tune.objectives import Objective
-from ecab_tune.space import SearchSpace
+from ecab_tune.search.objectives import Objective
+from ecab_tune.search.space import SearchSpace
 
 FROM_ATTR = "warm_start_from"  # user attribute of a seeded trial: the old trial's folder
 

@@ -10,7 +10,7 @@ import pytest
 from search_support import SPACE, needs_fmnist, run_driver, search_command, trial_results
 from serve_support import encode, fashion_test_images
 
-from ecab_tune.warm_start import FROM_ATTR
+from ecab_tune.search.warm_start import FROM_ATTR
 from serve.testing import server
 
 OBJECTIVES = "val_acc:max,macs:min"

@@ -19,7 +19,7 @@ from ecab_tune.data import Splits
 from ecab_tune.device import device_name, ray_task_device
 from ecab_tune.engine import DIVERGED, EpochResult, make_trainer, save_trainer
 from ecab_tune.reporting.cost import count_macs, latency_ms
-from ecab_tune.space import SearchSpace
+from ecab_tune.search.space import SearchSpace
 
 CRASH_MARKER = ".crash-injected"
 

@@ -1,0 +1,170 @@
+"""What one search is: `SearchConfig`, validated where it is built, resolved against its space,
+and read back from the experiment folder by `--resume`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ecab_tune.cluster import check_resources
+from ecab_tune.config import DataConfig, from_dict
+from ecab_tune.experiment import SEARCH_FILE
+from ecab_tune.search.objectives import Objective, parse_objectives
+from ecab_tune.search.space import SearchSpace
+
+
+def _help(text: str) -> dict[str, Any]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search; None means "the space file's default"."""
+
+    space: str = field(default="bridge", metadata=_help("built-in space name or a YAML path"))
+    name: str | None = field(default=None, metadata=_help("experiment name (default: space-time)"))
+    storage: str = field(default="runs", metadata=_help("experiments folder (shared on a cluster)"))
+    # The data trials train and are scored on; None: the space's dataset and subset.
+    data: DataConfig | None = None
+    num_samples: int | None = field(default=None, metadata=_help("number of trials"))
+    max_epochs: int | None = field(default=None, metadata=_help("epochs of a full-budget trial"))
+    cpus_per_trial: float = field(default=1.0, metadata=_help("CPUs reserved per trial"))
+    gpus_per_trial: float = field(
+        default=0.0, metadata=_help("GPUs per trial; fractions share a GPU (0.25: four trials)")
+    )
+    max_concurrent: int | None = field(default=None, metadata=_help("cap on concurrent trials"))
+    scheduler: Literal["asha", "fifo"] = field(
+        default="asha", metadata=_help("asha stops poor trials early; fifo runs all to the end")
+    )
+    searcher: Literal["optuna", "random", "grid"] | None = field(
+        default=None, metadata=_help("optuna (TPE), random, or grid (choice-only spaces)")
+    )
+    seed: int = field(default=0, metadata=_help("seed of the sampler and of every trial"))
+    address: str | None = field(
+        default=None, metadata=_help("omit: embedded local Ray; 'auto' or ray://host:10001: join")
+    )
+    resume: bool = field(default=False, metadata=_help("continue the experiment --name"))
+    dashboard: bool = field(default=True, metadata=_help("start the Ray dashboard (embedded Ray)"))
+    stopped_trials: Literal["pruned", "complete"] = field(
+        default="pruned",
+        metadata=_help("how ASHA-stopped trials reach Optuna: pruned (budget-aware) or complete"),
+    )
+    progress_every: float = field(
+        default=30.0, metadata=_help("seconds between status lines while the search runs")
+    )
+    verbose: bool = field(
+        default=False, metadata=_help("also print Ray Tune's own trial tables and result boxes")
+    )
+    export_partial: bool = field(
+        default=False,
+        metadata=_help("on Ctrl-C/SIGTERM, still export the best trial so far (marked partial)"),
+    )
+    objectives: str | None = field(
+        default=None,
+        metadata=_help(
+            "METRIC:max|min,... over reported metrics, e.g. val_acc:max,macs:min; the first "
+            "drives ASHA and best/, two or more export the Pareto set (default: the space's metric)"
+        ),
+    )
+    warm_start: str | None = field(
+        default=None,
+        metadata=_help("an earlier experiment folder whose fitting trials seed this study"),
+    )
+    tracker: Literal["none", "tensorboard", "mlflow"] = field(
+        default="none",
+        metadata=_help("also log every trial to TensorBoard or MLflow, inside the experiment"),
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("num_samples", "max_epochs", "max_concurrent"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"--{key.replace('_', '-')}={value} must be >= 1")
+        if self.data is not None and not self.data.val_fraction > 0.0:
+            # Without a validation split the trainer would score on test: ASHA and Optuna would
+            # select on it and the export would call a test score val_acc.
+            raise ValueError(
+                f"--val-fraction={self.data.val_fraction} must be in (0, 1): a search selects "
+                "on a validation split, never on test"
+            )
+        if not self.progress_every > 0:
+            raise ValueError(f"--progress-every={self.progress_every} must be > 0")
+        check_resources(self.cpus_per_trial, self.gpus_per_trial)
+        if self.resume and not self.name:
+            raise ValueError("--resume needs --name of the experiment to continue")
+        if self.name is not None and (not self.name or "/" in self.name):
+            raise ValueError(f"--name={self.name!r} must be a plain folder name")
+        if self.objectives is not None:
+            parse_objectives(self.objectives)
+        if self.warm_start is not None and self.resume:
+            raise ValueError("--warm-start seeds a new study; a resumed one already has its trials")
+
+    def resolved(self, space: SearchSpace) -> SearchConfig:
+        """Fill every None from the space's defaults, so the run is fully specified."""
+        d = space.defaults
+        return dataclasses.replace(
+            self,
+            name=self.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            data=self.data or space_data(space),
+            num_samples=self.num_samples or d.num_samples,
+            max_epochs=self.max_epochs or d.max_epochs,
+            searcher=self.searcher or d.searcher,
+            objectives=self.objectives or f"{d.metric}:{d.mode}",
+        )
+
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        """The objectives, first the one ASHA and best/ go by (a resolved config's)."""
+        return parse_objectives(str(self.objectives))
+
+    @property
+    def primary(self) -> Objective:
+        return self.objective_list[0]
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.storage).resolve() / str(self.name)
+
+
+def space_data(space: SearchSpace, **given: Any) -> DataConfig:
+    """The space's dataset and subset, under the DataConfig fields `given`."""
+    d = space.defaults
+    return DataConfig(**{"dataset": d.dataset, "subset": d.subset, **given})
+
+
+# What a resumed search takes from the command line; everything else is the search's own
+# (its output settings too: Tune restores the progress callback and verbosity it started with).
+RUNTIME_KEYS = (
+    "name", "storage", "resume", "address", "dashboard", "cpus_per_trial", "gpus_per_trial",
+    "max_concurrent", "export_partial",
+)  # fmt: skip
+
+
+def stored_config(cfg: SearchConfig) -> SearchConfig:
+    """For --resume: the config the search started with, with this run's runtime flags (a
+    search begun before search.json existed takes the command line's, as it did then)."""
+    path = cfg.experiment_dir / SEARCH_FILE
+    if not path.exists():
+        return cfg
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume: cannot read {path} ({exc})") from exc
+    names = {f.name for f in dataclasses.fields(SearchConfig)}
+    kept = {k: v for k, v in stored.items() if k in names and k not in RUNTIME_KEYS}
+    if isinstance(kept.get("data"), dict):
+        kept["data"] = from_dict(DataConfig, kept["data"], where=str(path))
+    return dataclasses.replace(cfg, **kept)
+
+
+def resume_command(cfg: SearchConfig) -> str:
+    default_storage = SearchConfig.__dataclass_fields__["storage"].default
+    words = ["python", "-m", "ecab_tune.search", "--name", str(cfg.name)]
+    if cfg.storage != default_storage:
+        words += ["--storage", cfg.storage]
+    return shlex.join([*words, "--resume"])

@@ -1,0 +1,204 @@
+"""Running one search: prepare its config, load the data once, start or join Ray, fit the
+Tuner, then export and summarise; Ctrl-C and SIGTERM stop it resumably."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ecab_tune import checkpoint, experiment
+from ecab_tune.cluster import start_ray
+from ecab_tune.config import to_dict
+from ecab_tune.data import Splits, load_data
+from ecab_tune.experiment import OPTUNA_DB, PARETO_DIR, SEARCH_FILE, SUMMARY_FILE
+from ecab_tune.search.config import SearchConfig, resume_command, stored_config
+from ecab_tune.search.export import export_best, export_pareto
+from ecab_tune.search.results import TrialRow, format_table, summarize, tally
+from ecab_tune.search.space import SearchSpace, load_space
+from ecab_tune.search.tuner import build_tuner, check_tracker, tune_settings
+
+
+@dataclass
+class Outcome:
+    experiment_dir: Path
+    best_dir: Path | None  # None: interrupted and not exported
+    best: dict[str, Any] | None
+    table: list[TrialRow]  # best first
+    interrupted_by: int | None = None  # the signal that stopped the search early
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by  # the shell's convention: 130 SIGINT, 143 SIGTERM
+        return 0 if self.best_dir is not None and self.best_dir.is_dir() else 1
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint(received: list[int]) -> Iterator[None]:
+    """SIGTERM stops the search as Ctrl-C does: Tune stops its trials and saves its state on
+    SIGINT. Entered after Ray starts, as `ray.init` installs a SIGTERM handler of its own."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        # Ray's handler is native code, which Python cannot put back: the default then.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
+    """The fully specified config and its space; a resumed search's come from its folder."""
+    if cfg.resume:
+        if not (cfg.experiment_dir / "tuner.pkl").is_file():
+            raise ValueError(f"--resume: no experiment to continue at {cfg.experiment_dir}")
+        cfg = stored_config(cfg)
+    space = load_space(cfg.space)
+    cfg = cfg.resolved(space)
+    if not cfg.resume and cfg.experiment_dir.exists():
+        raise ValueError(
+            f"{cfg.experiment_dir} exists: pass --resume to continue it or choose a new --name"
+        )
+    if cfg.tracker != "none":
+        check_tracker(cfg.tracker)
+    if cfg.warm_start is not None:
+        from ecab_tune.search.warm_start import check_compatible, load_old_trials
+
+        old_dir = Path(cfg.warm_start).resolve()
+        check_compatible(load_old_trials(old_dir)[0], space, old_dir)
+        cfg = dataclasses.replace(cfg, warm_start=str(old_dir))
+    return cfg, space
+
+
+def run_search(
+    cfg: SearchConfig,
+    *,
+    trainable: Callable[..., None] | None = None,
+    crash_after_epoch: int | None = None,
+    callbacks: list[Any] | None = None,
+) -> Outcome:
+    cfg, space = prepare(cfg)
+    received: list[int] = []  # the stop signals, SIGTERM once it came
+    with tune_settings(cfg.verbose):
+        try:
+            return _search(cfg, space, received, trainable, crash_after_epoch, callbacks)
+        except KeyboardInterrupt:
+            # A second Ctrl-C, or one outside the trials (loading data, exporting).
+            exp_dir = cfg.experiment_dir
+            print(
+                f"\ninterrupted: resume with {resume_command(cfg)}"
+                if (exp_dir / "tuner.pkl").is_file()
+                else "\ninterrupted before the search started: nothing to resume",
+                flush=True,
+            )
+            return Outcome(exp_dir, None, None, [], received[0] if received else signal.SIGINT)
+
+
+def _search(
+    cfg: SearchConfig,
+    space: SearchSpace,
+    received: list[int],
+    trainable: Callable[..., None] | None,
+    crash_after_epoch: int | None,
+    callbacks: list[Any] | None,
+) -> Outcome:
+    from ecab_tune.search.progress import SearchProgress, duration  # imports Ray
+
+    exp_dir, data = cfg.experiment_dir, cfg.data
+    assert data is not None, "a prepared config names its data"
+    splits = load_data(data, cfg.seed)
+    print(
+        f"[search] space {space.name!r}: {cfg.num_samples} trials x <= {cfg.max_epochs} epochs, "
+        f"{cfg.searcher} + {cfg.scheduler} on {data.dataset} ({len(splits.train)} train, "
+        f"{len(splits.val) if splits.val else 0} val, {len(splits.test)} test)",
+        flush=True,
+    )
+    print(f"[search] experiment folder: {exp_dir}", flush=True)
+    start_ray(cfg.address, cfg.dashboard, "search")
+    metric, mode, max_epochs = cfg.primary.metric, cfg.primary.mode, int(cfg.max_epochs)
+    progress = SearchProgress(
+        metric=metric, mode=mode, max_epochs=max_epochs, every_s=cfg.progress_every
+    )
+    started = time.monotonic()
+    with sigterm_as_sigint(received):
+        tuner = build_tuner(
+            cfg, space, splits, trainable, crash_after_epoch, [progress, *(callbacks or [])]
+        )
+        if not cfg.resume:
+            stored = {**to_dict(cfg), "space": str(space.path)}
+            (exp_dir / SEARCH_FILE).write_text(json.dumps(stored, indent=2))
+        grid = tuner.fit()
+        table = summarize(grid, metric, mode, max_epochs)
+        print(
+            f"\n[search] {cfg.num_samples} trials in {duration(time.monotonic() - started)}: "
+            f"{tally(table, int(cfg.num_samples))}\n" + format_table(table, metric),
+            flush=True,
+        )
+        return conclude(grid, table, cfg, space, splits, received)
+
+
+def conclude(
+    grid: Any,
+    table: list[TrialRow],
+    cfg: SearchConfig,
+    space: SearchSpace,
+    splits: Splits,
+    received: list[int],
+) -> Outcome:
+    """Export the best trial (an interrupted search only with --export-partial), write the
+    summary, and for an interrupted search record its trials' statuses and say how to resume."""
+    exp_dir = cfg.experiment_dir
+    unfinished = len(table) < int(cfg.num_samples) or any(
+        r.status in (experiment.INTERRUPTED, experiment.PENDING) for r in table
+    )
+    if unfinished:
+        from ecab_tune.search.patches import record_unfinished  # imports Ray
+
+        record_unfinished(
+            f"sqlite:///{exp_dir / OPTUNA_DB}",
+            str(cfg.name),
+            {r.trial_id: (r.status, r.epochs) for r in table},
+        )
+    best_dir, best = None, None
+    if not unfinished or cfg.export_partial:
+        try:
+            best_dir = export_best(grid, cfg, space, splits, table, partial=unfinished)
+        except RuntimeError as exc:
+            print(f"[search] {exc}", flush=True)
+    if best_dir is not None:
+        best = checkpoint.read_meta(best_dir).metrics
+        print(
+            f"[search] {'partial ' * unfinished}best model: val_acc {best['val_acc']:.2%}, "
+            f"test_acc {best['test_acc']:.2%} on {best['test_images']} test images -> {best_dir}",
+            flush=True,
+        )
+    pareto: list[dict[str, Any]] = []
+    if len(cfg.objective_list) > 1 and not unfinished:
+        pareto = export_pareto(grid, cfg, space, splits, table)
+        print(
+            f"[search] Pareto set over {cfg.objectives}: {len(pareto)} trial(s) -> "
+            f"{exp_dir / PARETO_DIR}",
+            flush=True,
+        )
+    summary = {
+        "best": best,
+        "interrupted": unfinished,
+        "trials": [r.to_dict(cfg.primary.metric) for r in table],
+        "pareto": pareto,
+        "search": to_dict(cfg),
+    }
+    (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    if not unfinished:
+        return Outcome(exp_dir, best_dir, best, table)
+    print(f"interrupted: resume with {resume_command(cfg)}", flush=True)
+    return Outcome(exp_dir, best_dir, best, table, received[0] if received else signal.SIGINT)

@@ -1,0 +1,245 @@
+"""What a search-space file may say: its sections as pydantic models.
+
+Each model refuses unknown keys by name and checks what it can see; `SpaceFile` last checks
+what spans sections (conditions name earlier parameters, every value builds a config). A
+problem below the key pydantic reports is a `KeyedError` naming the rest of the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
+
+from ecab_tune.config import TrainConfig
+from ecab_tune.models import attention_options, list_attentions, list_models
+
+ATTN_PREFIX = "attention."
+MODEL_KEYS = ("model", "width", "attention")
+# Set by the search itself, never by a space: epochs from the budget, seed per trial.
+TRAIN_KEYS = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("epochs", "seed")
+)
+LOG_TYPES = ("loguniform", "logint")
+INT_TYPES = ("int", "logint")
+
+Count = Annotated[int, Strict(), Field(ge=1)]  # YAML's 3, not 3.0 or "3"
+Number = Annotated[float, Strict(), AllowInfNan(False)]  # YAML's 0.01 or 1, not "1e-2"
+
+
+class KeyedError(ValueError):
+    """A problem at `key`, below the section being validated."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(problem)
+        self.key = key
+
+
+def _member(value: Any, allowed: Iterable[Any]) -> Any:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
+def _check_train(values: dict[str, Any]) -> None:
+    """The recipe values build a TrainConfig (its own checks, in its own words)."""
+    try:
+        TrainConfig(**{"epochs": 100, **values})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _check_option(key: str, option: str, attention: str) -> None:
+    allowed = attention_options(attention)  # the registry's word, not a list kept here
+    if option not in allowed:
+        raise KeyedError(
+            key,
+            f"attention {attention!r} takes no option {option!r}; "
+            f"it takes: {', '.join(sorted(allowed)) or 'none'}",
+        )
+
+
+class _Section(BaseModel):
+    """A mapping of the file; `null` reads as empty, an unknown key is refused by name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, raw: Any) -> Any:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a mapping, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(cls.model_fields), key=str)
+        if unknown:
+            allowed = ", ".join(cls.model_fields)
+            raise KeyedError(str(unknown[0]), f"unknown key; allowed: {allowed}")
+        return raw
+
+
+class Defaults(_Section):
+    model: str = "resnet20"
+    attention: str = "ecab"
+    width: float = 1.0
+    dataset: str = "fashion-mnist"
+    subset: int | None = None
+    max_epochs: Count = 10
+    num_samples: Count = 16
+    searcher: Literal["optuna", "random", "grid"] = "optuna"
+    metric: str = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    train: dict[str, Any] = Field(default_factory=dict)
+    attention_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        return _member(value, list_models())
+
+    @field_validator("attention")
+    @classmethod
+    def _known_attention(cls, value: str) -> str:
+        return _member(value, list_attentions())
+
+    @field_validator("train")
+    @classmethod
+    def _recipe_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(TRAIN_KEYS), key=str)
+        if unknown:
+            raise KeyedError(str(unknown[0]), f"unknown key; allowed: {', '.join(TRAIN_KEYS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _fixed_choices_build(self) -> Defaults:
+        for option in self.attention_kwargs:
+            _check_option(f"attention_kwargs.{option}", option, self.attention)
+        try:
+            _check_train(self.train)
+        except ValueError as exc:
+            raise KeyedError("train", str(exc)) from exc
+        return self
+
+
+class SchedulerSettings(_Section):
+    grace_period: Count = 1
+    reduction_factor: Annotated[Number, Field(gt=1)] = 3.0
+
+
+class ParamSpec(_Section):
+    """One entry of `params:`, as the file states it."""
+
+    type: Literal["uniform", "loguniform", "int", "logint", "choice"]
+    low: Number | None = None
+    high: Number | None = None
+    values: tuple[Any, ...] = ()
+    when: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _conditions(cls, raw: Any) -> Any:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError("expected a mapping of earlier parameter -> value(s)")
+        return {k: tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in raw.items()}
+
+    @model_validator(mode="after")
+    def _drawable(self) -> ParamSpec:
+        if self.type == "choice":
+            if not self.values:
+                raise KeyedError("values", "a choice needs a non-empty list of values")
+            if len(set(map(repr, self.values))) != len(self.values):
+                raise KeyedError("values", f"duplicate values in {list(self.values)}")
+            return self
+        for which in ("low", "high"):
+            if getattr(self, which) is None:
+                raise KeyedError(which, "expected a finite number, got None")
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        if low >= high:
+            raise ValueError(f"low ({low}) must be < high ({high})")
+        if self.type in LOG_TYPES and low <= 0:
+            raise KeyedError("low", f"a log range must stay above 0, got {low}")
+        if self.type in INT_TYPES and not (low.is_integer() and high.is_integer()):
+            raise ValueError("an int range needs integer bounds")
+        return self
+
+    def extremes(self) -> tuple[Any, ...]:
+        return self.values if self.type == "choice" else (self.low, self.high)
+
+
+class SpaceFile(_Section):
+    """The whole file; checks that span sections (conditions, values per parameter) last."""
+
+    description: str = ""
+    defaults: Defaults = Field(default_factory=Defaults)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    params: dict[str, ParamSpec] = Field(default=None, validate_default=True)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _known_params(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError("expected a non-empty mapping of parameter name -> spec")
+        for name in raw:
+            if name not in (*MODEL_KEYS, *TRAIN_KEYS) and not str(name).startswith(ATTN_PREFIX):
+                raise KeyedError(
+                    str(name),
+                    "unknown parameter; allowed: "
+                    f"{', '.join((*MODEL_KEYS, *TRAIN_KEYS))} or attention.<option>",
+                )
+        return raw
+
+    @model_validator(mode="after")
+    def _every_value_builds(self) -> SpaceFile:
+        """Conditions name earlier parameters, and every value a parameter can take builds a
+        valid config under its conditions."""
+        earlier: dict[str, ParamSpec] = {}
+        for name, param in self.params.items():
+            key = f"params.{name}"
+            for dep in param.when:
+                if dep not in earlier:
+                    raise KeyedError(
+                        f"{key}.when.{dep}",
+                        "must name a parameter defined above it; "
+                        f"defined so far: {', '.join(sorted(earlier)) or 'none'}",
+                    )
+            self._check_values(key, name, param, earlier)
+            earlier[name] = param
+        return self
+
+    def _check_values(
+        self, key: str, name: str, param: ParamSpec, earlier: dict[str, ParamSpec]
+    ) -> None:
+        d = self.defaults
+        try:
+            if name == "model":
+                for value in param.values or (None,):
+                    _member(value, list_models())
+            elif name == "attention":
+                for value in param.values or (None,):
+                    _member(value, list_attentions())
+            elif name in TRAIN_KEYS:
+                for value in param.extremes():
+                    _check_train({**d.train, name: value})
+        except ValueError as exc:
+            raise KeyedError(key, str(exc)) from exc
+        if name.startswith(ATTN_PREFIX):
+            # Under a searched attention, the option must suit every choice its `when` allows.
+            searched = earlier.get("attention")
+            possible = param.when.get("attention") or (
+                searched.values if searched else (d.attention,)
+            )
+            for attention in possible:
+                _check_option(key, name[len(ATTN_PREFIX) :], attention)

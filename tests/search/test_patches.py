@@ -1,0 +1,109 @@
+"""The corrections to Ray's Optuna searcher and ASHA, without a search around them."""
+
+import json
+
+import optuna
+from ray.tune.schedulers import TrialScheduler
+
+from ecab_tune.search.patches import BudgetAwareOptunaSearch, ResumableASHA, _TrialRef
+
+
+def make_searcher(stopped_as_pruned=True):
+    searcher = BudgetAwareOptunaSearch(
+        space=lambda t: {"lr": t.suggest_float("lr", 1e-3, 1.0, log=True)},
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        max_epochs=3,
+        stopped_as_pruned=stopped_as_pruned,
+        metric="val_acc",
+        mode="max",
+    )
+    return searcher
+
+
+def finish(searcher, trial_id, accs, diverged=False):
+    searcher.suggest(trial_id)
+    for i, acc in enumerate(accs, 1):
+        searcher.on_trial_result(trial_id, {"val_acc": acc, "training_iteration": i})
+    searcher.on_trial_complete(
+        trial_id, {"val_acc": accs[-1], "training_iteration": len(accs), "diverged": diverged}
+    )
+
+
+def test_asha_stopped_trials_reach_optuna_as_pruned():
+    searcher = make_searcher()
+    finish(searcher, "full", [0.5, 0.7, 0.8])
+    finish(searcher, "stopped", [0.3])
+    finish(searcher, "nan", [float("nan")], diverged=True)
+    states = [t.state for t in searcher._ot_study.get_trials()]
+    assert states == [
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL,
+    ]
+    pruned = searcher._ot_study.get_trials()[1]
+    assert pruned.intermediate_values == {1: 0.3}
+
+
+def test_a_trial_optuna_already_finished_does_not_crash_a_resumed_search():
+    # A driver killed between Optuna storing a trial's end and Tune's snapshot resumes with a
+    # searcher that thinks the trial still runs; Tune then replays the trial's results.
+    searcher = make_searcher()
+    finish(searcher, "t", [0.5, 0.6])
+    searcher._completed_trials.discard("t")  # the stale snapshot's view
+    searcher.on_trial_result("t", {"val_acc": 0.7, "training_iteration": 3})
+    searcher.on_trial_complete("t", {"val_acc": 0.7, "training_iteration": 3})
+    (trial,) = searcher._ot_study.get_trials()
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {
+        1: 0.5,
+        2: 0.6,
+    }
+
+
+def test_naive_mode_records_stopped_trials_as_complete():
+    searcher = make_searcher(stopped_as_pruned=False)
+    finish(searcher, "stopped", [0.3])
+    (trial,) = searcher._ot_study.get_trials()
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.3
+
+
+def test_resumed_asha_remembers_rungs_from_the_experiment_folder(tmp_path):
+    for i, acc in enumerate([0.9, 0.8, 0.85]):
+        folder = tmp_path / f"trial_{i}"
+        folder.mkdir()
+        (folder / "result.json").write_text(
+            json.dumps({"trial_id": f"t{i}", "training_iteration": 1, "val_acc": acc}) + "\n"
+        )
+    fresh = ResumableASHA(
+        experiment_dir=tmp_path / "empty", max_t=4, grace_period=1, reduction_factor=2
+    )
+    resumed = ResumableASHA(experiment_dir=tmp_path, max_t=4, grace_period=1, reduction_factor=2)
+    for scheduler in (fresh, resumed):
+        scheduler.set_search_properties("val_acc", "max")
+        scheduler.on_trial_add(None, _TrialRef("new"))
+    poor = {"training_iteration": 1, "val_acc": 0.5}
+    # Without the replay the first poor trial sails through; with it, it is stopped.
+    assert fresh.on_trial_result(None, _TrialRef("new"), poor) == TrialScheduler.CONTINUE
+    assert resumed.on_trial_result(None, _TrialRef("new"), poor) == TrialScheduler.STOP
+
+
+def test_with_two_objectives_stopped_trials_still_reach_optuna_as_pruned():
+    searcher = BudgetAwareOptunaSearch(
+        space=lambda t: {"lr": t.suggest_float("lr", 1e-3, 1.0, log=True)},
+        sampler=optuna.samplers.TPESampler(seed=0),
+        max_epochs=2,
+        metric=["val_acc", "macs"],
+        mode=["max", "min"],
+    )
+    for trial_id, accs in (("full", [0.5, 0.7]), ("stopped", [0.3])):
+        searcher.suggest(trial_id)
+        for epoch, acc in enumerate(accs, 1):
+            result = {"val_acc": acc, "macs": 100, "latency_ms": 0.5, "training_iteration": epoch}
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result)
+    full, stopped = searcher._ot_study.get_trials()
+    assert full.state == optuna.trial.TrialState.COMPLETE and full.values == [0.7, 100]
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.values is None
+    # Optuna keeps no per-epoch values with two objectives; the curve is a user attribute.
+    assert full.user_attrs["curve"] == {"1": [0.5, 100], "2": [0.7, 100]}
+    assert stopped.user_attrs["latency_ms"] == 0.5 and stopped.user_attrs["epochs"] == 1
+    assert "lr" in searcher.suggest("next")  # TPE samples on from a study with a pruned trial

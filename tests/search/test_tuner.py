@@ -1,0 +1,32 @@
+import os
+
+import pytest
+
+from ecab_tune.search.tuner import TUNE_ENV, tune_settings
+
+
+def test_tunes_snapshot_settings_hold_for_any_entry_point_and_are_put_back(monkeypatch):
+    for key in TUNE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")
+    with tune_settings(verbose=False):
+        assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "5"
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    assert not any(key in os.environ for key in TUNE_ENV)
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"
+
+
+def test_the_environment_wins_over_the_search_s_defaults(monkeypatch):
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "60")
+    with tune_settings(verbose=True):
+        assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "60"
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "60"
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_a_failing_search_leaves_the_environment_as_it_was(monkeypatch, verbose):
+    for key in (*TUNE_ENV, "RAY_AIR_NEW_OUTPUT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(RuntimeError), tune_settings(verbose=verbose):
+        raise RuntimeError("the search failed")
+    assert not any(key in os.environ for key in (*TUNE_ENV, "RAY_AIR_NEW_OUTPUT"))
