@@ -47,10 +47,6 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={cell(v)}" for k, v in params.items()) or "none"
-
-
 def epochs_text(n: int) -> str:
     return f"{n} epoch" + "s" * (n != 1)
 

@@ -21,15 +21,13 @@ from ecab_tune.reporting.document import (
     Table,
     cell,
     epochs_text,
-    params_text,
     to_html,
     to_markdown,
 )
 from ecab_tune.reporting.importance import param_importances
 from ecab_tune.reporting.trials import Experiment, TrialRecord, ranked
+from ecab_tune.search.results import TOP_TRIALS, TrialRow, params_text, trial_table
 from ecab_tune.search.space import ATTN_PREFIX
-
-TOP_TRIALS = 10
 
 
 @dataclass(frozen=True)
@@ -286,23 +284,22 @@ def best_section(exp: Experiment, cfg: ReportConfig) -> list[Block]:
 
 
 def top_table(exp: Experiment, cfg: ReportConfig) -> list[Block]:
-    scored = ranked(exp.trials, cfg.metric, cfg.mode)[:TOP_TRIALS]
-    names = sorted({n for t in scored for n in t.params})
-    header = ("#", "trial", cfg.metric, "epochs", "train s", "status", *names)
-    rows = tuple(
-        (
-            str(rank),
-            t.trial_id,
-            cell(t.best(cfg.metric, cfg.mode)),
-            str(t.epochs),
-            f"{t.train_seconds:.0f}",
-            t.status,
-            *(cell(t.params[n]) if n in t.params else "—" for n in names),
+    """The search's own trial table (what it printed when it ended), from the folder."""
+    rows = [
+        TrialRow(
+            trial_id=t.trial_id,
+            best=t.best(cfg.metric, cfg.mode),
+            epochs=t.epochs,
+            time_s=float(t.history[-1].get("time_total_s", t.train_seconds)),
+            status=t.status,
+            params=t.params,
         )
-        for rank, t in enumerate(scored, 1)
-    )
-    title = f"Top {len(rows)} trials by best {cfg.metric}"
-    return [Heading(2, title), Table(header, rows)] if rows else []
+        for t in ranked(exp.trials, cfg.metric, cfg.mode)[:TOP_TRIALS]
+    ]
+    if not rows:
+        return []
+    header, cells = trial_table(rows, cfg.metric)
+    return [Heading(2, f"Top {len(rows)} trials by best {cfg.metric}"), Table(header, tuple(cells))]
 
 
 def figures(drawn: Sequence[Plot]) -> list[Block]:

@@ -25,7 +25,7 @@ def short(value: Any) -> str:
 
 
 def params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={short(v)}" for k, v in params.items())
+    return ", ".join(f"{k}={short(v)}" for k, v in params.items()) or "none"
 
 
 @dataclass(frozen=True)

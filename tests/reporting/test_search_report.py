@@ -33,6 +33,9 @@ def test_partial_report_names_the_best_trial_and_draws_every_figure(tmp_path):
         < report.index("| 5 | c3 |")
         < report.index("| 6 | f6 |")
     )
+    # The search's own table (ecab_tune.search.results), as the search printed it.
+    assert "| # | trial | val_acc | epochs | time | status | params |" in report
+    assert "attention.fusion=concat, attention.layers=last2, lr=0.2, weight_decay=0.0005" in report
     assert "Skipped" not in report
     for name in FIGURES:
         assert f"]({name})" in report
