@@ -34,9 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(parser, SearchConfig, skip=("data",))
     add_arguments(parser, DataConfig)
     parser.set_defaults(**dict.fromkeys(SPACE_DATA))
-    parser.add_argument(
-        "--crash-after-epoch", type=int, default=None, help=argparse.SUPPRESS
-    )  # fault injection for recovery tests
     return parser
 
 
@@ -54,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        outcome = run_search(search_config(args), crash_after_epoch=args.crash_after_epoch)
+        outcome = run_search(search_config(args))
     except ClusterJoinError as exc:  # one line, without the usage a flag error gets
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

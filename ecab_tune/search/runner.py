@@ -84,14 +84,13 @@ def run_search(
     cfg: SearchConfig,
     *,
     trainable: Callable[..., None] | None = None,
-    crash_after_epoch: int | None = None,
     callbacks: list[Any] | None = None,
 ) -> Outcome:
     cfg, space = prepare(cfg)
     received: list[int] = []  # the stop signals, SIGTERM once it came
     with tune_settings(cfg.verbose):
         try:
-            return _search(cfg, space, received, trainable, crash_after_epoch, callbacks)
+            return _search(cfg, space, received, trainable, callbacks)
         except KeyboardInterrupt:
             # A second Ctrl-C, or one outside the trials (loading data, exporting).
             exp_dir = cfg.experiment_dir
@@ -109,7 +108,6 @@ def _search(
     space: SearchSpace,
     received: list[int],
     trainable: Callable[..., None] | None,
-    crash_after_epoch: int | None,
     callbacks: list[Any] | None,
 ) -> Outcome:
     from ecab_tune.search.progress import SearchProgress, duration  # imports Ray
@@ -131,9 +129,7 @@ def _search(
     )
     started = time.monotonic()
     with sigterm_as_sigint(received):
-        tuner = build_tuner(
-            cfg, space, splits, trainable, crash_after_epoch, [progress, *(callbacks or [])]
-        )
+        tuner = build_tuner(cfg, space, splits, trainable, [progress, *(callbacks or [])])
         if not cfg.resume:
             stored = {**to_dict(cfg), "space": str(space.path)}
             (exp_dir / SEARCH_FILE).write_text(json.dumps(stored, indent=2))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -21,12 +19,6 @@ from ecab_tune.engine import DIVERGED, EpochResult, make_trainer, save_trainer
 from ecab_tune.reporting.cost import count_macs, latency_ms
 from ecab_tune.search.space import SearchSpace
 
-CRASH_MARKER = ".crash-injected"
-
-
-class InjectedCrash(RuntimeError):
-    """Raised once per experiment by `crash_after_epoch`, to prove trials recover."""
-
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -36,7 +28,6 @@ class TrialSpec:
     max_epochs: int
     seed: int
     experiment_dir: str
-    crash_after_epoch: int | None = None  # fault injection: the first trial there crashes once
     verbose: bool = False  # keep Ray's per-checkpoint log lines
 
 
@@ -92,22 +83,6 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
             save_trainer(folder, trainer, model_cfg, metrics, extra={"params": config})
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    def on_epoch(result: EpochResult) -> None:
-        report(result)
-        if result.epoch == spec.crash_after_epoch and _claim_crash(spec.experiment_dir):
-            raise InjectedCrash(f"injected crash after epoch {result.epoch}")
-
-    fit = trainer.fit(on_epoch)
+    fit = trainer.fit(report)
     if fit.status == DIVERGED:
         report(fit.history[-1], diverged=True, checkpoint=False)
-
-
-def _claim_crash(experiment_dir: str) -> bool:
-    """True for exactly one caller per experiment (an exclusive create of a marker file)."""
-    try:
-        fd = os.open(Path(experiment_dir) / CRASH_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, tune.get_context().get_trial_id().encode())
-    os.close(fd)
-    return True

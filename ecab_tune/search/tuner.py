@@ -38,7 +38,6 @@ def build_tuner(
     space: SearchSpace,
     splits: Splits,
     trainable: Callable[..., None] | None = None,
-    crash_after_epoch: int | None = None,
     callbacks: list[Any] | None = None,
 ) -> Any:
     """The whole search as Tune configuration, assembled in one place."""
@@ -50,9 +49,7 @@ def build_tuner(
     from ecab_tune.search.trainable import TrialSpec, run_trial
 
     exp_dir = cfg.experiment_dir
-    spec = TrialSpec(
-        space, int(cfg.max_epochs), cfg.seed, str(exp_dir), crash_after_epoch, cfg.verbose
-    )
+    spec = TrialSpec(space, int(cfg.max_epochs), cfg.seed, str(exp_dir), cfg.verbose)
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     fn = tune.with_resources(
         tune.with_parameters(trainable or run_trial, spec=spec, data=splits), resources

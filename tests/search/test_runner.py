@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import signal
 
 import optuna
@@ -19,7 +20,6 @@ from ecab_tune.config import DataConfig
 from ecab_tune.data import load_dataset
 from ecab_tune.engine import evaluate
 from ecab_tune.search import SearchConfig, run_search
-from ecab_tune.search.trainable import CRASH_MARKER
 
 
 # ---------------------------------------------------------------- real Ray Tune runs
@@ -36,14 +36,40 @@ def test_search_end_to_end_with_asha_crash_recovery_and_export(local_ray, tmp_pa
         max_concurrent=2,
         dashboard=False,
     )
-    outcome = run_search(cfg, crash_after_epoch=1)
+    marker = tmp_path / "crashed"
+
+    def crash_once(config, *, spec, data):
+        """The real trial, but the first save after epoch 1 (of any trial) dies, once: the trial
+        must come back from its epoch-1 checkpoint."""
+        from ray import tune
+
+        from ecab_tune.search import trainable
+
+        save = trainable.save_trainer
+
+        def save_or_crash(folder, trainer, *args, **kwargs):
+            if trainer.epoch == 2:
+                try:
+                    fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    pass
+                else:
+                    os.write(fd, tune.get_context().get_trial_id().encode())
+                    os.close(fd)
+                    raise RuntimeError("injected crash")
+            return save(folder, trainer, *args, **kwargs)
+
+        trainable.save_trainer = save_or_crash  # in this trial's worker process only
+        trainable.run_trial(config, spec=spec, data=data)
+
+    outcome = run_search(cfg, trainable=crash_once)
 
     results = trial_results(outcome.experiment_dir)
     assert len(results) == 6
     epochs = {tid: rows[-1]["training_iteration"] for tid, rows in results.items()}
     assert min(epochs.values()) < 3 < max(epochs.values()) + 1, epochs  # ASHA stopped some
 
-    crashed = (outcome.experiment_dir / CRASH_MARKER).read_text()
+    crashed = marker.read_text()
     iterations = [row["training_iteration"] for row in results[crashed]]
     assert iterations == sorted(set(iterations)) and iterations[-1] >= 2, iterations
     assert len(outcome.table) == 6 and all(r.status != "error" for r in outcome.table)
