@@ -1,22 +1,31 @@
-"""serve/ imports point one way: no cycles, and no library module imports a runner."""
+"""The layout's rules (issue #12): imports point one way, no module grows past 400 lines, and
+only the serve CLI starts a runner."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-SERVE = Path(__file__).resolve().parents[2] / "serve"
-# Whoever runs the app (and the tests' server helper) may import the runners; the app may not.
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("ecab_tune", "serve")
+MAX_LINES = 400
+# Only the serve CLI starts a runner; the app and the library never import one.
 MAY_IMPORT_RUNNERS = ("serve.__main__", "serve.runners")
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(SERVE.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def sources() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
 def imports(path: Path) -> set[str]:
-    """The serve modules `path` imports anywhere (inside functions too)."""
+    """The modules `path` imports anywhere (inside functions too)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -27,7 +36,7 @@ def imports(path: Path) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
-    paths = {module_name(p): p for p in SERVE.rglob("*.py")}
+    paths = sources()
     return {name: (imports(path) & set(paths)) - {name} for name, path in paths.items()}
 
 
@@ -47,7 +56,13 @@ def test_no_import_cycles() -> None:
         visit(name, ())
 
 
-def test_only_main_imports_the_runners() -> None:
+@pytest.mark.parametrize("name", sorted(sources()))
+def test_no_module_is_over_400_lines(name: str) -> None:
+    lines = len(sources()[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{name}: {lines} lines"
+
+
+def test_only_the_serve_cli_imports_the_runners() -> None:
     for name, deps in graph().items():
         if not name.startswith(MAY_IMPORT_RUNNERS):
             assert not {d for d in deps if d.startswith("serve.runners")}, name
