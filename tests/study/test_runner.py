@@ -1,0 +1,55 @@
+"""Training a study's runs (`ecab_tune.study.runner`): resume, and which runs are still to do."""
+
+import json
+
+import pytest
+from study_support import needs_fmnist, write_study
+
+from ecab_tune.study.spec import load_spec
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch, capsys):
+    from ecab_tune.study import runner
+    from ecab_tune.study.spec import Job
+
+    spec = load_spec(write_study(tmp_path)).overridden(epochs=2)
+    job = Job("ecab", 0, 2, "main")
+    straight = runner.run_job(spec, job, "cpu", 1, tmp_path / "straight")
+
+    real_save = runner.save_trainer
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
+
+    monkeypatch.setattr(runner, "save_trainer", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
+    monkeypatch.setattr(runner, "save_trainer", real_save)
+    meta = tmp_path / "partial" / "meta.json"  # as if epoch 1 had run on another machine's GPU
+    saved = json.loads(meta.read_text())
+    saved["extra"]["devices"] = ["Some GPU"]
+    meta.write_text(json.dumps(saved))
+    resumed = runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
+    assert "resuming at epoch 1" in capsys.readouterr().out
+    for key in ("val_acc", "test_acc_curve", "test_acc", "init_hash"):
+        assert resumed[key] == straight[key], key
+    assert resumed["device"] == f"Some GPU + {straight['device']}"
+
+
+def test_rows_of_arms_left_out_are_kept_and_rows_of_another_recipe_refused(tmp_path):
+    from ecab_tune.study.runner import pending_jobs
+    from ecab_tune.study.runs import append_run
+    from ecab_tune.study.spec import Job
+
+    spec = load_spec(write_study(tmp_path))
+    done = Job("se", 0, spec.train.epochs, "main")
+    append_run(tmp_path, {"arm": "se", "seed": 0, "epochs": done.epochs,
+                          "run_key": spec.run_key(done), "status": "completed"})  # fmt: skip
+    narrowed = spec.overridden(arms=["ecab"])  # se is not trained now: its row stays valid
+    assert {j.arm for j in pending_jobs(narrowed, tmp_path)} == {"none", "ecab"}
+    assert done not in pending_jobs(spec, tmp_path)
+    with pytest.raises(ValueError, match="another configuration"):
+        pending_jobs(spec.overridden(epochs=3), tmp_path)
