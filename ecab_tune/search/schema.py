@@ -82,14 +82,24 @@ class _Section(BaseModel):
             return {}
         if not isinstance(raw, dict):
             raise ValueError(f"expected a mapping, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - set(cls.model_fields), key=str)
+        unknown = sorted(
+            (k for k in raw if k not in cls.model_fields and not cls._extra_key(k)), key=str
+        )
         if unknown:
             allowed = ", ".join(cls.model_fields)
             raise KeyedError(str(unknown[0]), f"unknown key; allowed: {allowed}")
         return raw
 
+    @classmethod
+    def _extra_key(cls, key: Any) -> bool:
+        return False
+
 
 class Defaults(_Section):
+    """`attention.KEY: value` fixes an attention option, spelled as a searched one is."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
     model: str = "resnet20"
     attention: str = "ecab"
     width: float = 1.0
@@ -101,7 +111,14 @@ class Defaults(_Section):
     metric: str = "val_acc"
     mode: Literal["max", "min"] = "max"
     train: dict[str, Any] = Field(default_factory=dict)
-    attention_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def _extra_key(cls, key: Any) -> bool:
+        return str(key).startswith(ATTN_PREFIX)
+
+    @property
+    def attention_options(self) -> dict[str, Any]:
+        return {k[len(ATTN_PREFIX) :]: v for k, v in (self.model_extra or {}).items()}
 
     @field_validator("model")
     @classmethod
@@ -123,8 +140,8 @@ class Defaults(_Section):
 
     @model_validator(mode="after")
     def _fixed_choices_build(self) -> Defaults:
-        for option in self.attention_kwargs:
-            _check_option(f"attention_kwargs.{option}", option, self.attention)
+        for option in self.attention_options:
+            _check_option(f"{ATTN_PREFIX}{option}", option, self.attention)
         try:
             _check_train(self.train)
         except ValueError as exc:

@@ -3,7 +3,7 @@
 A space file has four sections:
 
     description: one line
-    defaults:    model, attention, dataset, budget, fixed recipe (`train`, `attention_kwargs`)
+    defaults:    model, attention, dataset, budget, fixed recipe (`train`, `attention.KEY`)
     scheduler:   ASHA settings (grace_period, reduction_factor)
     params:      name -> {type, low/high | values, when}
 
@@ -130,7 +130,7 @@ class SearchSpace:
             "model": d.model,
             "width": d.width,
             "attention": d.attention,
-            **{ATTN_PREFIX + k: v for k, v in d.attention_kwargs.items()},
+            **{ATTN_PREFIX + k: v for k, v in d.attention_options.items()},
             **d.train,
         }
 

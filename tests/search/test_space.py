@@ -139,7 +139,7 @@ def test_an_attention_without_options_drops_the_spaces_fixed_ones(tmp_path):
         write(
             tmp_path,
             """
-defaults: {model: resnet8, attention: ecab, attention_kwargs: {fusion: concat}}
+defaults: {model: resnet8, attention: ecab, attention.fusion: concat}
 params:
   attention: {type: choice, values: [none, ecab_head, ecab]}
 """,
@@ -166,6 +166,18 @@ params:
         (
             VALID.replace("max_epochs: 3", "max_epochs: 3, train: {epochs: 2}"),
             "defaults.train.epochs",
+            "unknown key",
+        ),
+        (
+            VALID.replace(
+                "max_epochs: 3", "max_epochs: 3, attention.reduction: 3, attention.hue: 1"
+            ),
+            "defaults.attention.hue",
+            "attention 'ecab' takes no option 'hue'",
+        ),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, attention_kwargs: {fusion: sum}"),
+            "defaults.attention_kwargs",
             "unknown key",
         ),
         (VALID.replace("searcher: optuna", "") + "  lr2: {}\n", "params.lr2", "unknown parameter"),
