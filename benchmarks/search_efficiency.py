@@ -38,6 +38,9 @@ from ecab_tune.search.space import resolve_path
 STRATEGIES = {
     "tpe-asha-pruned": dict(searcher="optuna", scheduler="asha", stopped_trials="pruned"),
     "tpe-asha-complete": dict(searcher="optuna", scheduler="asha", stopped_trials="complete"),
+    "mtpe-asha-pruned": dict(
+        searcher="optuna", scheduler="asha", stopped_trials="pruned", multivariate=True
+    ),
     "random-fifo": dict(searcher="random", scheduler="fifo"),
 }
 
@@ -93,7 +96,7 @@ def run_one(strategy: str, seed: int, args: argparse.Namespace, storage: str) ->
         storage=storage,
         seed=seed,
         num_samples=args.num_samples,
-        data=space_data(space, subset=subset),
+        data=dataclasses.replace(space_data(space, subset=subset), val_fraction=args.val_fraction),
         max_epochs=args.max_epochs,
         max_concurrent=args.max_concurrent,
         dashboard=False,
@@ -133,6 +136,7 @@ def settings(args: argparse.Namespace) -> dict[str, str]:
         space=args.space,
         model=space.defaults.model,
         subset=str(args.subset or space.defaults.subset or "all"),
+        val_fraction=f"{args.val_fraction:g}",
         max_epochs=str(args.max_epochs or space.defaults.max_epochs),
         grace_period=str(space.scheduler.grace_period),
         reduction_factor=f"{space.scheduler.reduction_factor:g}",
@@ -154,13 +158,14 @@ def read_csv(path: str) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(f))
     for r in rows:
         r.update({k: float(r[k]) for k in NUMBERS}, seed=int(r["seed"]))
+        r.setdefault("val_fraction", "0.1")  # rows written before the flag: the default split
     return rows
 
 
 def summarize(records: list[dict[str, Any]]) -> None:
     """Per setting: each strategy's means over seeds, then TPE+ASHA against random+FIFO
     paired by seed (random+FIFO ignores the ASHA settings, so it pairs with each of them)."""
-    setting = ("space", "model", "subset", "max_epochs", "num_samples")
+    setting = ("space", "model", "subset", "val_fraction", "max_epochs", "num_samples")
     by_setting: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in records:
         by_setting.setdefault(tuple(r[k] for k in setting), []).append(r)
@@ -204,6 +209,12 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--subset", type=int, help="training images (default: the space's)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="validation share of the training images (the search selects on it)",
+    )
     parser.add_argument("--max-epochs", type=int, help="full budget (default: the space's)")
     parser.add_argument("--model", help="model (default: the space's)")
     parser.add_argument("--grace-period", type=int, help="ASHA grace (default: the space's)")

@@ -44,6 +44,12 @@ class SearchConfig:
     searcher: Literal["optuna", "random", "grid"] | None = field(
         default=None, metadata=_help("optuna (TPE), random, or grid (choice-only spaces)")
     )
+    multivariate: bool = field(
+        default=False,
+        metadata=_help(
+            "TPE models the parameters jointly (grouped by which are active), not one by one"
+        ),
+    )
     seed: int = field(default=0, metadata=_help("seed of the sampler and of every trial"))
     address: str | None = field(
         default=None, metadata=_help("omit: embedded local Ray; 'auto' or ray://host:10001: join")

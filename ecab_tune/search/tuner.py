@@ -28,8 +28,13 @@ def make_sampler(cfg: SearchConfig, space: SearchSpace) -> Any:
     if cfg.searcher == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     # constant_liar: parallel trials don't all get the same suggestion while others run.
+    # group: a define-by-run space's conditional parameters form groups a joint model needs.
     return optuna.samplers.TPESampler(
-        seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.num_samples // 3)), constant_liar=True
+        seed=cfg.seed,
+        n_startup_trials=min(10, max(2, cfg.num_samples // 3)),
+        constant_liar=True,
+        multivariate=cfg.multivariate,
+        group=cfg.multivariate,
     )
 
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from ecab_tune.search.tuner import TUNE_ENV, tune_settings
+from ecab_tune.search.tuner import TUNE_ENV, make_sampler, tune_settings
 
 
 def test_tunes_snapshot_settings_hold_for_any_entry_point_and_are_put_back(monkeypatch):
@@ -30,3 +30,18 @@ def test_a_failing_search_leaves_the_environment_as_it_was(monkeypatch, verbose)
     with pytest.raises(RuntimeError), tune_settings(verbose=verbose):
         raise RuntimeError("the search failed")
     assert not any(key in os.environ for key in (*TUNE_ENV, "RAY_AIR_NEW_OUTPUT"))
+
+
+def test_multivariate_tpe_models_the_active_parameters_jointly(tmp_path):
+    import optuna
+
+    from ecab_tune.search.config import SearchConfig
+    from ecab_tune.search.space import load_space
+
+    space = load_space("bridge")
+    for multivariate in (False, True):
+        cfg = SearchConfig(space="bridge", storage=str(tmp_path), multivariate=multivariate)
+        sampler = make_sampler(cfg.resolved(space), space)
+        assert isinstance(sampler, optuna.samplers.TPESampler)
+        # Optuna keeps these flags private; they decide how it draws the next trial.
+        assert sampler._multivariate is multivariate and sampler._group is multivariate
