@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
     where.add_argument("--device", default="auto", help="auto, cpu or cuda (local runs)")
     where.add_argument(
+        "--streams",
+        action="store_true",
+        help="with CUDA: the runs at once are threads of one process, each on its own stream "
+        "(their kernels can overlap; processes take turns on a GPU)",
+    )
+    where.add_argument(
         "--cuda-graphs",
         action="store_true",
         help="replay each training step as one CUDA graph (fp32/bf16; same runs, faster)",
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             if jobs and args.address:
                 run_ray(spec, jobs, out, args.address, args.cpus_per_trial, args.gpus_per_trial)
             elif jobs:
-                run_local(spec, jobs, out, args.jobs, args.device)
+                run_local(spec, jobs, out, args.jobs, args.device, args.streams)
         rows = read_runs(out)
         if not rows:
             raise ValueError(f"{out}/runs.jsonl holds no runs yet: run the study first")

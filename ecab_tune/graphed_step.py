@@ -19,12 +19,16 @@ What a capture needs, and how this module gives it:
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 WARMUP_STEPS = 3  # cuDNN picks its algorithms and the allocator settles before the capture
+# Runs in threads of one process (`compare --streams`) capture one at a time; each capture
+# forbids unsafe CUDA calls in its own thread only, so the other runs keep training meanwhile.
+_CAPTURE = threading.Lock()
 
 
 class GraphedStep:
@@ -71,7 +75,7 @@ class GraphedStep:
         torch.cuda.current_stream().wait_stream(side)
         optimizer.zero_grad(set_to_none=True)  # the capture allocates the grads it writes
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with _CAPTURE, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.loss_sum, self.correct = step()
         # Undo the warm-up, in place (the graph holds these tensors' addresses). Momentum that
         # did not exist before starts at zero: 0.9 * 0 + g is the eager first step's buffer g.

@@ -168,6 +168,30 @@ def test_a_study_run_trains_on_the_gpu_and_says_so():
     assert row["precision"] == ("bf16" if native_bf16() else "fp16")
 
 
+def test_study_runs_as_threads_on_their_own_streams_train_as_runs_alone(tmp_path):
+    from ecab_tune.config import DataConfig
+    from ecab_tune.study.runner import run_job, run_local
+    from ecab_tune.study.runs import read_runs
+    from ecab_tune.study.spec import Arm, Job, StudySpec
+
+    spec = StudySpec(
+        name="streams", model="resnet8", width=0.25,
+        data=DataConfig(dataset="fashion-mnist", subset=600, val_fraction=0.2),
+        train=TrainConfig(epochs=2, batch_size=64, warmup_epochs=0.5, precision="fp32",
+                          deterministic=True, cuda_graphs=True),
+        seeds=1, baseline="none", focus="ecab",
+        arms={"none": Arm("none"), "ecab": Arm("ecab"), "se": Arm("se")},
+    )  # fmt: skip
+    jobs = [Job(arm, 0, 2, "main") for arm in spec.arms]
+    alone = {job.arm: run_job(spec, job, "cuda", 2) for job in jobs}
+    run_local(spec, jobs, tmp_path / "out", len(jobs), "cuda", streams=True)
+    together = {row["arm"]: row for row in read_runs(tmp_path / "out")}
+    assert set(together) == set(alone) and all(r["cuda_graphs"] for r in together.values())
+    for arm, row in alone.items():  # a run that saw another's batches would be far off
+        assert together[arm]["val_acc"] == pytest.approx(row["val_acc"], abs=2e-3), arm
+        assert together[arm]["test_acc_curve"] == pytest.approx(row["test_acc_curve"], abs=2e-3)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("fastapi") is None, reason="serve not installed")
 def test_serve_on_cuda_returns_predictions_and_attention(tmp_path):
     import httpx

@@ -130,17 +130,35 @@ def _announce(row: dict[str, Any], done: int, total: int, start: float) -> None:
     )
 
 
-def run_local(spec: StudySpec, jobs: list[Job], out: Path, workers: int, device: str) -> None:
-    """`workers` processes on this machine, each on one device (round-robin over GPUs)."""
+def _on_own_stream(
+    spec: StudySpec, job: Job, device: str, threads: int, partial: Path
+) -> dict[str, Any]:
+    with torch.cuda.stream(torch.cuda.Stream(device=device)):
+        return run_job(spec, job, device, threads, partial)
+
+
+def run_local(
+    spec: StudySpec, jobs: list[Job], out: Path, workers: int, device: str, streams: bool = False
+) -> None:
+    """`workers` processes on this machine, each on one device (round-robin over GPUs); with
+    `streams`, threads of this process instead, each run on its own CUDA stream: processes
+    only take turns on a GPU, while kernels of different streams can run side by side."""
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
     devices = [f"cuda:{i % gpus}" for i in range(len(jobs))] if gpus else [device] * len(jobs)
+    if streams and not gpus:
+        raise ValueError("--streams needs CUDA (a CPU has no streams to overlap)")
     threads = max(1, (os.cpu_count() or 1) // workers)
     start = time.perf_counter()
     # spawn: a forked child of a process that touched CUDA cannot use it.
-    context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool: cf.Executor = (
+        cf.ThreadPoolExecutor(workers)
+        if streams
+        else cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    )
+    work = _on_own_stream if streams else run_job
+    with pool:
         futures = {
-            pool.submit(run_job, spec, job, dev, threads, partial_folder(out, job)): job
+            pool.submit(work, spec, job, dev, threads, partial_folder(out, job)): job
             for job, dev in zip(jobs, devices, strict=True)
         }
         for done, future in enumerate(cf.as_completed(futures), 1):

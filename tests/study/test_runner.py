@@ -53,3 +53,11 @@ def test_rows_of_arms_left_out_are_kept_and_rows_of_another_recipe_refused(tmp_p
     assert done not in pending_jobs(spec, tmp_path)
     with pytest.raises(ValueError, match="another configuration"):
         pending_jobs(spec.overridden(epochs=3), tmp_path)
+
+
+def test_streams_need_cuda(tmp_path):
+    from ecab_tune.study.runner import run_local
+
+    spec = load_spec(write_study(tmp_path))
+    with pytest.raises(ValueError, match="--streams needs CUDA"):
+        run_local(spec, spec.jobs(), tmp_path / "out", 2, "cpu", streams=True)

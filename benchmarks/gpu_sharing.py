@@ -1,0 +1,111 @@
+"""Several trainings on one GPU: processes (they take turns on it) vs threads of one process on
+their own CUDA streams (kernels of different streams can run side by side).
+
+Each mode trains `--jobs` copies of the same graphed ResNet-20 step (what `compare --jobs N
+--cuda-graphs`, with or without `--streams`, runs), `--steps` steps each after a shared start,
+and prints the images/s of all of them together; one copy alone is the reference.
+
+    python benchmarks/gpu_sharing.py --jobs 8 --attention ecab --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import multiprocessing
+import queue
+import threading
+import time
+from typing import Any
+
+import torch
+
+from ecab_tune.config import TrainConfig
+from ecab_tune.data import iterate_batches, load_dataset
+from ecab_tune.engine import Trainer
+from ecab_tune.models import ModelConfig
+
+BATCH = 128
+
+
+def train(args: argparse.Namespace, index: int, barrier: Any, results: Any) -> None:
+    """One copy: build, warm up (and capture), wait for the others, then time `steps` steps."""
+    device = torch.device(args.device)
+    splits = load_dataset("fashion-mnist", subset=BATCH * 16)
+    info = splits.info
+    model = ModelConfig(args.model, args.attention, num_classes=len(info.classes), in_chans=1)
+    cfg = TrainConfig(
+        epochs=1, batch_size=BATCH, warmup_epochs=0.0, precision="fp32", cuda_graphs=True
+    )
+    trainer = Trainer(model.build(seed=index), splits, cfg, device)
+    trainer.model.train()
+    batches = itertools.cycle(
+        list(iterate_batches(trainer.splits.train, info, BATCH, train=True, channels_last=True))
+    )
+    for images, labels in itertools.islice(batches, 5):
+        loss, _ = trainer.train_step(images, labels)
+    loss.item()
+    barrier.wait()
+    start = time.perf_counter()
+    for images, labels in itertools.islice(batches, args.steps):
+        loss, _ = trainer.train_step(images, labels)
+    loss.item()  # this stream's queued work is done
+    results.put((start, time.perf_counter()))
+
+
+def in_thread(args: argparse.Namespace, index: int, barrier: Any, results: Any) -> None:
+    cuda = args.device == "cuda"
+    with torch.cuda.stream(torch.cuda.Stream()) if cuda else contextlib.nullcontext():
+        train(args, index, barrier, results)
+
+
+def together(args: argparse.Namespace, jobs: int, mode: str) -> float:
+    """Images/s of `jobs` copies training at once, from the first start to the last end."""
+    if mode == "threads":
+        barrier, results = threading.Barrier(jobs), queue.Queue()
+        workers: list[Any] = [
+            threading.Thread(target=in_thread, args=(args, i, barrier, results))
+            for i in range(jobs)
+        ]
+    else:
+        ctx = multiprocessing.get_context("spawn")  # a forked child cannot use CUDA
+        barrier, results = ctx.Barrier(jobs), ctx.Queue()
+        workers = [ctx.Process(target=train, args=(args, i, barrier, results)) for i in range(jobs)]
+    for w in workers:
+        w.start()
+    spans = [results.get() for _ in range(jobs)]
+    for w in workers:
+        w.join()
+    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    return jobs * args.steps * BATCH / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--attention", default="ecab")
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--device", default="cuda", help="cuda; cpu only checks the script (no streams, graphs)"
+    )
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("needs CUDA")
+    alone = together(args, 1, "threads")
+    processes = together(args, args.jobs, "processes")
+    threads = together(args, args.jobs, "threads")
+    print(
+        f"{args.model}+{args.attention}, fp32, CUDA graphs, batch {BATCH}, {args.steps} steps "
+        f"each, {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}"
+    )
+    print(f"{'':<34}{'images/s (all)':>15}{'vs one alone':>14}")
+    print(f"{'one alone':<34}{alone:>15,.0f}{1.0:>13.2f}x")
+    print(f"{f'{args.jobs} processes':<34}{processes:>15,.0f}{processes / alone:>13.2f}x")
+    print(f"{f'{args.jobs} threads, a stream each':<34}{threads:>15,.0f}{threads / alone:>13.2f}x")
+    print(f"streams vs processes: {threads / processes:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
