@@ -12,78 +12,94 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecab_tune.cluster import check_resources
-from ecab_tune.config import DataConfig, from_dict
+from ecab_tune.config import DataConfig, from_dict, option_help
 from ecab_tune.experiment import SEARCH_FILE
 from ecab_tune.search.objectives import Objective, parse_objectives
 from ecab_tune.search.space import SearchSpace
-
-
-def _help(text: str) -> dict[str, Any]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """One search; None means "the space file's default"."""
 
-    space: str = field(default="bridge", metadata=_help("built-in space name or a YAML path"))
-    name: str | None = field(default=None, metadata=_help("experiment name (default: space-time)"))
-    storage: str = field(default="runs", metadata=_help("experiments folder (shared on a cluster)"))
+    space: str = field(default="bridge", metadata=option_help("built-in space name or a YAML path"))
+    name: str | None = field(
+        default=None, metadata=option_help("experiment name (default: space-time)")
+    )
+    storage: str = field(
+        default="runs", metadata=option_help("experiments folder (shared on a cluster)")
+    )
     # The data trials train and are scored on; None: the space's dataset and subset.
     data: DataConfig | None = None
-    num_samples: int | None = field(default=None, metadata=_help("number of trials"))
-    max_epochs: int | None = field(default=None, metadata=_help("epochs of a full-budget trial"))
-    cpus_per_trial: float = field(default=1.0, metadata=_help("CPUs reserved per trial"))
-    gpus_per_trial: float = field(
-        default=0.0, metadata=_help("GPUs per trial; fractions share a GPU (0.25: four trials)")
+    num_samples: int | None = field(default=None, metadata=option_help("number of trials"))
+    max_epochs: int | None = field(
+        default=None, metadata=option_help("epochs of a full-budget trial")
     )
-    max_concurrent: int | None = field(default=None, metadata=_help("cap on concurrent trials"))
+    cpus_per_trial: float = field(default=1.0, metadata=option_help("CPUs reserved per trial"))
+    gpus_per_trial: float = field(
+        default=0.0,
+        metadata=option_help("GPUs per trial; fractions share a GPU (0.25: four trials)"),
+    )
+    max_concurrent: int | None = field(
+        default=None, metadata=option_help("cap on concurrent trials")
+    )
     scheduler: Literal["asha", "fifo"] = field(
-        default="asha", metadata=_help("asha stops poor trials early; fifo runs all to the end")
+        default="asha",
+        metadata=option_help("asha stops poor trials early; fifo runs all to the end"),
     )
     searcher: Literal["optuna", "random", "grid"] | None = field(
-        default=None, metadata=_help("optuna (TPE), random, or grid (choice-only spaces)")
+        default=None, metadata=option_help("optuna (TPE), random, or grid (choice-only spaces)")
     )
     multivariate: bool = field(
         default=False,
-        metadata=_help(
+        metadata=option_help(
             "TPE models the parameters jointly (grouped by which are active), not one by one"
         ),
     )
-    seed: int = field(default=0, metadata=_help("seed of the sampler and of every trial"))
+    seed: int = field(default=0, metadata=option_help("seed of the sampler and of every trial"))
     address: str | None = field(
-        default=None, metadata=_help("omit: embedded local Ray; 'auto' or ray://host:10001: join")
+        default=None,
+        metadata=option_help("omit: embedded local Ray; 'auto' or ray://host:10001: join"),
     )
-    resume: bool = field(default=False, metadata=_help("continue the experiment --name"))
-    dashboard: bool = field(default=True, metadata=_help("start the Ray dashboard (embedded Ray)"))
+    resume: bool = field(default=False, metadata=option_help("continue the experiment --name"))
+    dashboard: bool = field(
+        default=True, metadata=option_help("start the Ray dashboard (embedded Ray)")
+    )
     stopped_trials: Literal["pruned", "complete"] = field(
         default="pruned",
-        metadata=_help("how ASHA-stopped trials reach Optuna: pruned (budget-aware) or complete"),
+        metadata=option_help(
+            "how ASHA-stopped trials reach Optuna: pruned (budget-aware) or complete"
+        ),
     )
     progress_every: float = field(
-        default=30.0, metadata=_help("seconds between status lines while the search runs")
+        default=30.0, metadata=option_help("seconds between status lines while the search runs")
     )
     verbose: bool = field(
-        default=False, metadata=_help("also print Ray Tune's own trial tables and result boxes")
+        default=False,
+        metadata=option_help("also print Ray Tune's own trial tables and result boxes"),
     )
     export_partial: bool = field(
         default=False,
-        metadata=_help("on Ctrl-C/SIGTERM, still export the best trial so far (marked partial)"),
+        metadata=option_help(
+            "on Ctrl-C/SIGTERM, still export the best trial so far (marked partial)"
+        ),
     )
     objectives: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=option_help(
             "METRIC:max|min,... over reported metrics, e.g. val_acc:max,macs:min; the first "
             "drives ASHA and best/, two or more export the Pareto set (default: the space's metric)"
         ),
     )
     warm_start: str | None = field(
         default=None,
-        metadata=_help("an earlier experiment folder whose fitting trials seed this study"),
+        metadata=option_help("an earlier experiment folder whose fitting trials seed this study"),
     )
     tracker: Literal["none", "tensorboard", "mlflow"] = field(
         default="none",
-        metadata=_help("also log every trial to TensorBoard or MLflow, inside the experiment"),
+        metadata=option_help(
+            "also log every trial to TensorBoard or MLflow, inside the experiment"
+        ),
     )
 
     def __post_init__(self) -> None:
