@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 from pathlib import Path
 
 from ecab_tune.cluster import ClusterJoinError, check_resources
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.device import DeviceError, resolve_device
+from ecab_tune.interrupts import sigterm_as_sigint
 from ecab_tune.study.analysis import write_report
 from ecab_tune.study.runner import pending_jobs, run_local, run_ray
 from ecab_tune.study.runs import read_runs
@@ -100,6 +102,7 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    received: list[int] = []  # SIGTERM, once it came
     try:
         spec, out = configure(args)
         if not args.report:
@@ -112,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"({args.jobs} at once)",
                 flush=True,
             )
-            if jobs and args.address:
-                run_ray(spec, jobs, out, args.address, args.cpus_per_trial, args.gpus_per_trial)
-            elif jobs:
-                run_local(spec, jobs, out, args.jobs, args.device, args.streams)
+            with sigterm_as_sigint(received):
+                if jobs and args.address:
+                    run_ray(spec, jobs, out, args.address, args.cpus_per_trial, args.gpus_per_trial)
+                elif jobs:
+                    run_local(spec, jobs, out, args.jobs, args.device, args.streams)
         rows = read_runs(out)
         if not rows:
             raise ValueError(f"{out}/runs.jsonl holds no runs yet: run the study first")
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             "resumes",
             flush=True,
         )
-        return 130
+        return 128 + (received[0] if received else signal.SIGINT)
     print("\n" + table + f"\n[study] table and figures in {out}", flush=True)
     return 0
 

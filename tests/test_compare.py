@@ -1,5 +1,11 @@
 """`python -m ecab_tune.compare`: the study's command, its errors, and a whole small study."""
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from PIL import Image
 from study_support import PNGS, needs_fmnist, write_study
@@ -106,3 +112,54 @@ def test_only_trains_the_named_groups(tmp_path, monkeypatch, capsys):
         ("convergence", "none", 0),
     ]
     assert "3 to train" in capsys.readouterr().out
+
+
+def alive_children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_sigterm_stops_the_study_and_its_runs_in_flight(tmp_path):
+    cmd = [sys.executable, "-m", "ecab_tune.compare", str(write_study(tmp_path)),
+           "--out", str(tmp_path / "out"), "--main-only", "--epochs", "40", "--jobs", "2",
+           "--device", "cpu"]  # fmt: skip
+    study = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    partial = tmp_path / "runs" / "study-partial" / "out"
+    deadline = time.monotonic() + 120
+    while not list(partial.glob("*/meta.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = [p for p in alive_children(study.pid) if b"spawn_main" in cmdline(p)]
+    assert len(workers) == 2, "two runs in flight"
+    study.send_signal(signal.SIGTERM)
+    output = study.communicate(timeout=60)[0].decode()
+    assert study.returncode == 143, output
+    assert "interrupted: finished runs are in" in output
+    deadline = time.monotonic() + 10
+    while any(state(w) not in ("gone", "Z") for w in workers):  # Z: ended, not yet reaped
+        assert time.monotonic() < deadline, "a run kept training after its study stopped"
+        time.sleep(0.1)
+    assert list(partial.glob("*/meta.json")), "each run resumes from its last epoch"
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def state(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

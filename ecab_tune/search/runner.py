@@ -3,12 +3,11 @@ Tuner, then export and summarise; Ctrl-C and SIGTERM stop it resumably."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ecab_tune.cluster import start_ray
 from ecab_tune.config import to_dict
 from ecab_tune.data import Splits, load_data
 from ecab_tune.experiment import OPTUNA_DB, PARETO_DIR, SEARCH_FILE, SUMMARY_FILE
+from ecab_tune.interrupts import sigterm_as_sigint
 from ecab_tune.search.config import SearchConfig, resume_command, stored_config
 from ecab_tune.search.export import export_best, export_pareto
 from ecab_tune.search.results import TrialRow, format_table, summarize, tally
@@ -38,23 +38,6 @@ class Outcome:
         if self.interrupted_by is not None:
             return 128 + self.interrupted_by  # the shell's convention: 130 SIGINT, 143 SIGTERM
         return 0 if self.best_dir is not None and self.best_dir.is_dir() else 1
-
-
-@contextlib.contextmanager
-def sigterm_as_sigint(received: list[int]) -> Iterator[None]:
-    """SIGTERM stops the search as Ctrl-C does: Tune stops its trials and saves its state on
-    SIGINT. Entered after Ray starts, as `ray.init` installs a SIGTERM handler of its own."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        received.append(signum)
-        signal.raise_signal(signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        # Ray's handler is native code, which Python cannot put back: the default then.
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from ecab_tune.study.runs import append_run, finished, read_runs, row_id
 from ecab_tune.study.spec import Job, StudySpec
 
 DATA_SEED = 0  # one validation draw shared by every run: seeds vary init and order only
+# Set when a study is interrupted: runs in threads (`--streams`) stop after their next epoch's
+# checkpoint (processes are terminated instead; a thread cannot be).
+_STOP = threading.Event()
 
 
 def partial_folder(out: Path, job: Job) -> Path:
@@ -71,6 +75,8 @@ def run_job(
                 "devices": devices,
             }
             save_trainer(partial, trainer, model_cfg, extra=extra)
+        if _STOP.is_set():
+            raise KeyboardInterrupt
 
     fit = trainer.fit(on_epoch)
     test_loss, test_acc = test_curve[-1]  # the final model's: nothing picks an epoch
@@ -156,16 +162,31 @@ def run_local(
         else cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     )
     work = _on_own_stream if streams else run_job
+    _STOP.clear()
     with pool:
         futures = {
             pool.submit(work, spec, job, dev, threads, partial_folder(out, job)): job
             for job, dev in zip(jobs, devices, strict=True)
         }
-        for done, future in enumerate(cf.as_completed(futures), 1):
-            row = future.result()
-            append_run(out, row)
-            shutil.rmtree(partial_folder(out, futures[future]), ignore_errors=True)
-            _announce(row, done, len(jobs), start)
+        try:
+            for done, future in enumerate(cf.as_completed(futures), 1):
+                row = future.result()
+                append_run(out, row)
+                shutil.rmtree(partial_folder(out, futures[future]), ignore_errors=True)
+                _announce(row, done, len(jobs), start)
+        except BaseException:
+            _stop(pool)
+            raise
+
+
+def _stop(pool: cf.Executor) -> None:
+    """Ctrl-C, SIGTERM or a failed run: the runs in flight stop too, not left to train on
+    unseen; each resumes from its last epoch's checkpoint."""
+    _STOP.set()
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 def _ray_job(spec: StudySpec, job: Job, threads: int) -> dict[str, Any]:

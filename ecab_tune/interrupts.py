@@ -1,0 +1,26 @@
+"""Stopping a long job from outside: `kill` (SIGTERM) reads as Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint(received: list[int]) -> Iterator[None]:
+    """SIGTERM stops a long job as Ctrl-C does (a search: Tune stops its trials and saves its
+    state on SIGINT; a study: its runs in flight stop at their last epoch). A search enters it
+    after Ray starts, as `ray.init` installs a SIGTERM handler of its own."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        # Ray's handler is native code, which Python cannot put back: the default then.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
