@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The study on a GPU for a fixed time slot (a lent machine, a spot instance): the `cuda` tests
+# (they decide --cuda-graphs), processes vs streams side by side (benchmarks/gpu_sharing.py,
+# which decides --streams), then the study's runs until the slot ends. SIGTERM stops it at the
+# deadline: runs in flight keep their last epoch. Into OUT go runs.jsonl, the log and the
+# partial checkpoints (partial.tgz.*, 15 MB pieces) to carry back and resume elsewhere.
+#
+#   bash scripts/gpu_study.sh OUT [SECONDS=540] [JOBS=8] [STUDY=studies/fmnist-resnet20.yaml]
+#
+# The working tree must hold the study's committed runs.jsonl (else finished runs train again)
+# and, to resume them, runs/study-partial/<study>/. Set DATA_DIR where the dataset is elsewhere.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: gpu_study.sh OUT [SECONDS] [JOBS] [STUDY]}
+SLOT=${2:-540}
+JOBS=${3:-8}
+STUDY=${4:-studies/fmnist-resnet20.yaml}
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+T0=$SECONDS
+say() { echo "[gpu_study +$((SECONDS - T0))s] $*"; }
+mkdir -p "$OUT"
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    || { say "no usable GPU: nothing to do"; exit 1; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+
+GRAPHS=--cuda-graphs
+timeout 180 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -4
+timeout 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py -k graphed \
+    > /dev/null 2>&1 || { GRAPHS=; say "graphed tests failed: the study runs eager"; }
+STREAMS=
+if [ -n "$GRAPHS" ]; then
+    timeout 150 "$PY" benchmarks/gpu_sharing.py --jobs "$JOBS" --steps 300 2>&1 | tee "$OUT/sharing.txt"
+    ratio=$(sed -n 's/^streams vs processes: \([0-9.]*\)x$/\1/p' "$OUT/sharing.txt")
+    timeout 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py -k streams \
+        > /dev/null 2>&1 && [ -n "$ratio" ] && awk "BEGIN { exit !($ratio > 1.1) }" && STREAMS=--streams
+fi
+say "study: ${GRAPHS:-eager} ${STREAMS:-processes}, $JOBS at once, until +${SLOT}s"
+"$PY" -m ecab_tune.compare "$STUDY" --only main convergence --jobs "$JOBS" --device cuda \
+    $GRAPHS $STREAMS ${DATA_DIR:+--data-dir "$DATA_DIR"} > "$OUT/study.log" 2>&1 &
+RUN=$!
+while kill -0 "$RUN" 2>/dev/null && [ $((SECONDS - T0)) -lt "$SLOT" ]; do sleep 2; done
+kill -TERM "$RUN" 2>/dev/null
+wait "$RUN"
+say "study exit $? ($(grep -c '^\[study\] [0-9]' "$OUT/study.log") runs finished)"
+NAME=$("$PY" -c "from ecab_tune.study.spec import load_spec; print(load_spec('$STUDY').name)")
+cp "benchmarks/results/$NAME/runs.jsonl" "$OUT/" 2>/dev/null
+tar czf - "runs/study-partial/$NAME" 2>/dev/null | split -b 15m - "$OUT/partial.tgz."
+ls -la "$OUT"
