@@ -19,7 +19,7 @@ import torch
 from ecab_tune import checkpoint
 from ecab_tune.data import load_data
 from ecab_tune.device import device_name, ray_task_device, resolve_device
-from ecab_tune.engine import Trainer, make_trainer, save_trainer
+from ecab_tune.engine import EpochResult, Trainer, make_trainer, save_trainer
 from ecab_tune.models import init_hash
 from ecab_tune.reporting.cost import count_macs
 from ecab_tune.study.runs import append_run, finished, read_runs, row_id
@@ -64,7 +64,13 @@ def run_job(
     # A run resumed elsewhere (begun on a GPU, finished on a CPU) names every device it used.
     devices = [*devices, *([device_name(target)] if device_name(target) not in devices else [])]
 
-    def on_epoch(_: Any) -> None:
+    def on_epoch(result: EpochResult) -> None:
+        # A line an epoch: a CPU run is an hour of them. Validation only: test is for curves.
+        print(
+            f"[study] {job.arm} seed {job.seed}: epoch {result.epoch}/{job.epochs}  "
+            f"val {result.val_acc:.2%}  {result.seconds:.0f}s",
+            flush=True,
+        )
         test_curve.append(trainer.evaluate(trainer.splits.test))
         if partial is not None:
             seconds = spent + time.perf_counter() - start

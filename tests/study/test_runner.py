@@ -33,7 +33,8 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     saved["extra"]["devices"] = ["Some GPU"]
     meta.write_text(json.dumps(saved))
     resumed = runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
-    assert "resuming at epoch 1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resuming at epoch 1" in printed and "[study] ecab seed 0: epoch 2/2  val " in printed
     for key in ("val_acc", "test_acc_curve", "test_acc", "init_hash"):
         assert resumed[key] == straight[key], key
     assert resumed["device"] == f"Some GPU + {straight['device']}"
