@@ -145,10 +145,20 @@ def settings(args: argparse.Namespace) -> dict[str, str]:
 
 
 def append_csv(path: str, rec: dict[str, Any]) -> None:
-    new = not os.path.exists(path)
+    """One row more; a file written before a column existed is rewritten with it (empty)."""
+    rows: list[dict[str, str]] = []
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    fields = list(rec) + [k for k in (rows[0] if rows else {}) if k not in rec]
+    if rows and list(rows[0]) != fields:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rec))
-        if new:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if not rows:
             writer.writeheader()
         writer.writerow(rec)
 
@@ -158,7 +168,7 @@ def read_csv(path: str) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(f))
     for r in rows:
         r.update({k: float(r[k]) for k in NUMBERS}, seed=int(r["seed"]))
-        r.setdefault("val_fraction", "0.1")  # rows written before the flag: the default split
+        r["val_fraction"] = r.get("val_fraction") or "0.1"  # rows from before the flag
     return rows
 
 
