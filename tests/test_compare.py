@@ -114,17 +114,23 @@ def test_only_trains_the_named_groups(tmp_path, monkeypatch, capsys):
     assert "3 to train" in capsys.readouterr().out
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); None once gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def state(pid: int) -> str:
+    fields = proc_stat(pid)
+    return fields[0] if fields else "gone"
+
+
 def alive_children(pid: int) -> list[int]:
-    """Live (not zombie) child processes of `pid`, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
+    """Live (not zombie) child processes of `pid`."""
+    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    return [c for c in pids if (f := proc_stat(c)) and int(f[1]) == pid and f[0] != "Z"]
 
 
 @pytest.mark.slow
@@ -156,10 +162,3 @@ def cmdline(pid: int) -> bytes:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def state(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"

@@ -62,7 +62,8 @@ def run_job(
         trainer = Trainer(model, data, train_cfg, target)
     test_curve: list[tuple[float, float]] = [tuple(c) for c in curve]  # (loss, acc) per epoch
     # A run resumed elsewhere (begun on a GPU, finished on a CPU) names every device it used.
-    devices = [*devices, *([device_name(target)] if device_name(target) not in devices else [])]
+    here = device_name(target)
+    devices = devices if here in devices else [*devices, here]
 
     def on_epoch(result: EpochResult) -> None:
         # A line an epoch: a CPU run is an hour of them. Validation only: test is for curves.
