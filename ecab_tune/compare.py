@@ -45,9 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     small.add_argument("--subset", type=int, help="train on a stratified subset of N images")
     small.add_argument("--arms", nargs="+", help="only these arms (baseline and focus stay)")
     small.add_argument(
-        "--main-only", action="store_true", help="skip the ablation and the convergence check"
-    )
-    small.add_argument(
         "--only",
         nargs="+",
         choices=GROUPS,
@@ -83,7 +80,6 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         epochs=args.epochs,
         subset=args.subset,
         arms=args.arms,
-        no_extras=args.main_only,
     )
     if args.cuda_graphs:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, cuda_graphs=True))

@@ -137,7 +137,7 @@ def alive_children(pid: int) -> list[int]:
 @needs_fmnist
 def test_sigterm_stops_the_study_and_its_runs_in_flight(tmp_path):
     cmd = [sys.executable, "-m", "ecab_tune.compare", str(write_study(tmp_path)),
-           "--out", str(tmp_path / "out"), "--main-only", "--epochs", "40", "--jobs", "2",
+           "--out", str(tmp_path / "out"), "--only", "main", "--epochs", "40", "--jobs", "2",
            "--device", "cpu"]  # fmt: skip
     study = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     partial = tmp_path / "runs" / "study-partial" / "out"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import math
 import multiprocessing
 import os
 import shutil
@@ -128,7 +129,20 @@ def pending_jobs(spec: StudySpec, out: Path) -> list[Job]:
             f"{r.get('seed')}: different recipe, data, options or epochs): use another --out"
         )
     done = finished(rows)
-    return [j for j in spec.jobs() if row_id(j.arm, j.seed, j.epochs) not in done]
+    pending = [j for j in spec.jobs() if row_id(j.arm, j.seed, j.epochs) not in done]
+    # Runs partway go first, the nearest to their end first: a slot that ends (a lent GPU, a
+    # session) then finishes runs instead of leaving several half-done. The rest keep the
+    # spec's order (longest first).
+    return sorted(pending, key=lambda job: _epochs_left(out, job))
+
+
+def _epochs_left(out: Path, job: Job) -> float:
+    """Epochs a run still has to train if it is in flight; infinity for one not begun."""
+    try:
+        meta = checkpoint.read_meta(partial_folder(out, job))
+    except checkpoint.CheckpointError:
+        return math.inf
+    return job.epochs - len(meta.extra.get("test_curve", []))
 
 
 def _announce(row: dict[str, Any], done: int, total: int, start: float) -> None:

@@ -150,10 +150,6 @@ class StudySpec:
                 ablations={k: v for k, v in spec.ablations.items() if k in keep},
                 convergence_arm=spec.convergence_arm if spec.convergence_arm in keep else None,
             )
-        if changes.get("no_extras"):
-            spec = dataclasses.replace(
-                spec, ablations={}, ablation_seeds=0, convergence_arm=None, convergence_seeds=0
-            )
         return spec
 
     def labels(self) -> str:

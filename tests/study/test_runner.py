@@ -62,3 +62,22 @@ def test_streams_need_cuda(tmp_path):
     spec = load_spec(write_study(tmp_path))
     with pytest.raises(ValueError, match="--streams needs CUDA"):
         run_local(spec, spec.jobs(), tmp_path / "out", 2, "cpu", streams=True)
+
+
+def test_runs_in_flight_come_first_the_nearest_to_their_end_first(tmp_path, monkeypatch):
+    from ecab_tune import checkpoint
+    from ecab_tune.data import DataInfo
+    from ecab_tune.study.runner import partial_folder, pending_jobs
+
+    monkeypatch.chdir(tmp_path)  # partial checkpoints live under ./runs/study-partial/
+    spec = load_spec(write_study(tmp_path))  # 1 epoch a run; the convergence run 2
+    out = tmp_path / "out"
+    fresh = pending_jobs(spec, out)
+    info = DataInfo("x", tuple("0123456789"), 1, 28, 28, (0.5,), (0.5,), 0, False)
+    # The convergence run has 1 of 2 epochs; se seed 1 all of its 1 (killed before its row).
+    for job, epochs_done in ((fresh[0], 1), (fresh[5], 1)):
+        model_cfg = spec.model_config(job.arm, 10, 1)
+        meta = checkpoint.Meta(model_cfg, info, extra={"test_curve": [[0.5, 0.9]] * epochs_done})
+        checkpoint.save(partial_folder(out, job), model_cfg.build(), meta)
+    assert fresh[0].group == "convergence" and (fresh[5].arm, fresh[5].seed) == ("se", 1)
+    assert pending_jobs(spec, out) == [fresh[5], fresh[0], *fresh[1:5], *fresh[6:]]
