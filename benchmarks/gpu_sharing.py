@@ -3,7 +3,8 @@ their own CUDA streams (kernels of different streams can run side by side).
 
 Each mode trains `--jobs` copies of the same graphed ResNet-20 step (what `compare --jobs N
 --cuda-graphs`, with or without `--streams`, runs), `--steps` steps each after a shared start,
-and prints the images/s of all of them together; one copy alone is the reference.
+and prints the images/s of all of them together; one copy alone is the reference. The last line
+names the fastest of the three.
 
     python benchmarks/gpu_sharing.py --jobs 8 --attention ecab --steps 300
 """
@@ -105,6 +106,8 @@ def main() -> None:
     print(f"{f'{args.jobs} processes':<34}{processes:>15,.0f}{processes / alone:>13.2f}x")
     print(f"{f'{args.jobs} threads, a stream each':<34}{threads:>15,.0f}{threads / alone:>13.2f}x")
     print(f"streams vs processes: {threads / processes:.2f}x")
+    # What scripts/gpu_study.sh runs the study as: the most images/s of the three.
+    print(f"best: {max((alone, 'alone'), (processes, 'processes'), (threads, 'threads'))[1]}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The study on a GPU for a fixed time slot (a lent machine, a spot instance): the `cuda` tests
-# (they decide --cuda-graphs), processes vs streams side by side (benchmarks/gpu_sharing.py,
-# which decides --streams), then the study's runs until the slot ends. SIGTERM stops it at the
-# deadline: runs in flight keep their last epoch. Into OUT go runs.jsonl, the log and the
-# partial checkpoints (partial.tgz.*, 15 MB pieces) to carry back and resume elsewhere.
+# (they decide --cuda-graphs), one run alone vs JOBS processes vs JOBS streams side by side
+# (benchmarks/gpu_sharing.py, which decides how the runs share the GPU), then the study's runs
+# until the slot ends. SIGTERM stops it at the deadline: runs in flight keep their last epoch.
+# Into OUT go runs.jsonl, the log and the partial checkpoints (partial.tgz.*, 15 MB pieces) to
+# carry back and resume elsewhere.
 #
 #   bash scripts/gpu_study.sh OUT [SECONDS=540] [JOBS=8] [STUDY=studies/fmnist-resnet20.yaml]
 #
@@ -32,9 +33,12 @@ timeout 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py -k
 STREAMS=
 if [ -n "$GRAPHS" ]; then
     timeout 150 "$PY" benchmarks/gpu_sharing.py --jobs "$JOBS" --steps 300 2>&1 | tee "$OUT/sharing.txt"
-    ratio=$(sed -n 's/^streams vs processes: \([0-9.]*\)x$/\1/p' "$OUT/sharing.txt")
-    timeout 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py -k streams \
-        > /dev/null 2>&1 && [ -n "$ratio" ] && awk "BEGIN { exit !($ratio > 1.1) }" && STREAMS=--streams
+    case $(sed -n 's/^best: //p' "$OUT/sharing.txt") in
+        # Processes only take turns on a GPU: where one alone trains faster, run one at a time.
+        alone) JOBS=1 ;;
+        threads) timeout 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py \
+            -k streams > /dev/null 2>&1 && STREAMS=--streams ;;
+    esac
 fi
 say "study: ${GRAPHS:-eager} ${STREAMS:-processes}, $JOBS at once, until +${SLOT}s"
 "$PY" -m ecab_tune.compare "$STUDY" --only main convergence --jobs "$JOBS" --device cuda \
