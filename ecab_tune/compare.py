@@ -17,7 +17,8 @@ from ecab_tune.cluster import ClusterJoinError, check_resources
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.interrupts import sigterm_as_sigint
-from ecab_tune.study.analysis import write_report
+from ecab_tune.reporting.document import splice
+from ecab_tune.study.analysis import readme_tag, update_readme, write_report
 from ecab_tune.study.runner import pending_jobs, run_local, run_ray
 from ecab_tune.study.runs import read_runs
 from ecab_tune.study.spec import GROUPS, StudySpec, load_spec
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n"
         "  python -m ecab_tune.compare studies/fmnist-resnet20.yaml --jobs 2\n"
-        "  python -m ecab_tune.compare studies/fmnist-resnet20.yaml --report\n"
+        "  python -m ecab_tune.compare studies/fmnist-resnet20.yaml --report --readme README.md\n"
         "  python -m ecab_tune.compare studies/fmnist-resnet20.yaml --seeds 2 --epochs 1 "
         "--subset 2000 --out runs/study-smoke",
     )
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="results folder (default: benchmarks/results/<name>)")
     parser.add_argument(
         "--report", action="store_true", help="only rebuild the table and figures from runs.jsonl"
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        help="also rebuild this Markdown file's <!-- begin study:NAME --> ... <!-- end "
+        "study:NAME --> block (table, notes, figures), e.g. README.md",
     )
     small = parser.add_argument_group("overrides for small runs (use another --out)")
     small.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the file's")
@@ -92,6 +99,11 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     if not args.address:
         resolve_device(args.device)  # here, in one line, not in every worker
     check_resources(args.cpus_per_trial, args.gpus_per_trial)
+    if args.readme:  # checked now, not after hours of runs
+        try:
+            splice(args.readme.read_text(), readme_tag(spec), "")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--readme {args.readme}: {exc}") from exc
     return spec, Path(args.out or f"benchmarks/results/{spec.name}")
 
 
@@ -120,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             raise ValueError(f"{out}/runs.jsonl holds no runs yet: run the study first")
         table = write_report(spec, rows, out)
+        if args.readme:
+            update_readme(spec, rows, out, args.readme)
     except ClusterJoinError as exc:  # one line, without the usage a flag error gets
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -132,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 128 + (received[0] if received else signal.SIGINT)
-    print("\n" + table + f"\n[study] table and figures in {out}", flush=True)
+    where = f"{out}" + (f" and {args.readme}" if args.readme else "")
+    print("\n" + table + f"\n[study] table and figures in {where}", flush=True)
     return 0
 
 

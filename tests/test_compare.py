@@ -1,5 +1,6 @@
 """`python -m ecab_tune.compare`: the study's command, its errors, and a whole small study."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from ecab_tune.study.runs import RUNS, read_runs
         ({}, ["--cpus-per-trial", "0"], "--cpus-per-trial=0.0 must be > 0"),
         ({}, ["--arms", "gate"], "--arms: no arm 'gate'"),
         ({}, ["--jobs", "0"], "--jobs=0 must be >= 1"),
+        ({}, ["--readme", "nowhere.md"], "--readme nowhere.md: [Errno 2]"),
+        ({}, ["--readme", __file__], "needs one <!-- begin study:tiny --> ... <!-- end"),
     ],
 )
 def test_bad_study_files_and_flags_fail_before_any_work(changes, argv, words, capsys, tmp_path):
@@ -91,6 +94,21 @@ def test_study_end_to_end_resumes_and_rebuilds_its_report(tmp_path, capsys):
     (out / "table.md").unlink()
     assert main([str(study), "--out", str(out), "--report"]) == 0
     assert (out / "table.md").read_text() == after_resume
+
+    # ... and so is the README's block of it, between its markers; the rest stays as written.
+    readme = tmp_path / "docs" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("# Mine\n<!-- begin study:tiny -->\nSTALE\n<!-- end study:tiny -->\nEnd.\n")
+    assert main([str(study), "--out", str(out), "--report", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Mine\n<!-- begin study:tiny -->\n| arm |") and text.endswith(
+        "<!-- end study:tiny -->\nEnd.\n"
+    )
+    assert "STALE" not in text and "### Ablation" in text
+    assert table_rows(text.replace("### ", "## ")) == cells
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert sorted(Path(link).name for link in links) == sorted(PNGS)
+    assert all((readme.parent / link).resolve() == (out / Path(link).name) for link in links)
 
     # Rows of another configuration never mix with this study's.
     with pytest.raises(SystemExit):

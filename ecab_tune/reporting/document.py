@@ -97,3 +97,14 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{e(title)}</title>'
         f"<style>{style}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
+
+
+def splice(document: str, tag: str, body: str) -> str:
+    """`document` with what stands between `<!-- begin TAG -->` and `<!-- end TAG -->` replaced
+    by `body`: generated figures inside a hand-written page (the README's study table)."""
+    begin, end = f"<!-- begin {tag} -->", f"<!-- end {tag} -->"
+    if document.count(begin) != 1 or document.count(end) != 1:
+        raise ValueError(f"needs one {begin} ... {end} block (where the generated text goes)")
+    head, rest = document.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{body.strip()}\n{end}{tail}"

@@ -3,6 +3,8 @@ p-values and intervals), the ablation, the convergence check and the figures."""
 
 from __future__ import annotations
 
+import os
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -10,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from ecab_tune.reporting import plots
+from ecab_tune.reporting.document import splice
 from ecab_tune.reporting.stats import Contrast, holm, mean_std, paired_contrast
 from ecab_tune.study.spec import StudySpec
 
 TABLE = "table.md"
+FIGURES = {  # file: what it shows
+    "paired_differences.png": "every seed's paired difference, with both intervals",
+    "learning_curves.png": "mean validation accuracy per epoch",
+    "accuracy_vs_params.png": "test accuracy vs parameters",
+}
 Rows = list[dict[str, Any]]
 
 
@@ -215,3 +223,18 @@ def write_report(spec: StudySpec, rows: Rows, out: Path) -> str:
     (out / TABLE).write_text(text)
     write_figures(spec, rows, out)
     return text
+
+
+def readme_tag(spec: StudySpec) -> str:
+    return f"study:{spec.name}"
+
+
+def update_readme(spec: StudySpec, rows: Rows, out: Path, readme: Path) -> None:
+    """Rebuild the README's block of this study (`<!-- begin study:NAME -->`): the table and its
+    notes under the README's own heading (so one level down), then the figures."""
+    body = format_report(spec, rows).split("\n", 1)[1]  # the title is the README's
+    body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)
+    for figure, alt in FIGURES.items():
+        if (out / figure).is_file():
+            body += f"\n![{alt}]({os.path.relpath(out / figure, readme.parent)})\n"
+    readme.write_text(splice(readme.read_text(), readme_tag(spec), body))
