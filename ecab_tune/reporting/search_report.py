@@ -253,12 +253,25 @@ def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
                 f"Folder: {exp.path}",
                 f"Trials: {len(exp.trials)} ({tally})",
                 f"Budget: {epochs_text(exp.max_epochs)} per trial ({exp.max_epochs_source})",
+                compute_text(exp),
                 f"Search space: {exp.space_source}",
                 f"Metric: {cfg.metric} ({cfg.mode})",
                 *(baselines if cfg.baselines else []),
             )
         ),
     ]
+
+
+def compute_text(exp: Experiment) -> str:
+    epochs = sum(t.epochs for t in exp.trials)
+    full = len(exp.trials) * exp.max_epochs
+    if not epochs:
+        return "Compute: no epoch trained yet"
+    hours = sum(t.wall_seconds for t in exp.trials) / 3600
+    return (
+        f"Compute: {epochs_text(epochs)} trained, {epochs / full:.2f}x of every trial's full "
+        f"budget ({full}); {hours:.2f} trial-hours (summed over trials, which ran side by side)"
+    )
 
 
 def best_section(exp: Experiment, cfg: ReportConfig) -> list[Block]:
@@ -290,7 +303,7 @@ def top_table(exp: Experiment, cfg: ReportConfig) -> list[Block]:
             trial_id=t.trial_id,
             best=t.best(cfg.metric, cfg.mode),
             epochs=t.epochs,
-            time_s=float(t.history[-1].get("time_total_s", t.train_seconds)),
+            time_s=t.wall_seconds,
             status=t.status,
             params=t.params,
         )

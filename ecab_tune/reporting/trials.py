@@ -46,6 +46,13 @@ class TrialRecord:
     def train_seconds(self) -> float:
         return sum(float(r.get("seconds", 0.0)) for r in self.history)
 
+    @property
+    def wall_seconds(self) -> float:
+        """Ray Tune's `time_total_s` (training, evaluation, checkpoints), else training alone."""
+        if not self.history:
+            return 0.0
+        return float(self.history[-1].get("time_total_s", self.train_seconds))
+
     def values(self, metric: str, upto: int | None = None) -> list[float]:
         """The finite values of `metric` per epoch (up to epoch `upto`)."""
         return [

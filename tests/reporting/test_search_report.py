@@ -26,6 +26,8 @@ def test_partial_report_names_the_best_trial_and_draws_every_figure(tmp_path):
     assert "Partial experiment" in report
     # Without summary.json the budget is the longest trial's 3 epochs.
     assert "6 (3 finished, 1 stopped early, 1 diverged, 0 errored, 1 running)" in report
+    # 14 epochs of 30 s (results without Tune's time_total_s: training time alone).
+    assert "Compute: 14 epochs trained, 0.78x of every trial's full budget (18); 0.12 " in report
     assert "trial_d4/result.json: 1 unreadable line(s) skipped" in report
     assert (
         report.index("| 1 | b2 |")
