@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The study on a GPU for a fixed time slot (a lent machine, a spot instance): the `cuda` tests
-# (they decide --cuda-graphs), one run alone vs JOBS processes vs JOBS streams side by side
+# The study on a GPU for a fixed time slot (a lent machine, a spot instance): the graphed `cuda`
+# tests (they decide --cuda-graphs), one run alone vs JOBS processes vs JOBS streams side by side
 # (benchmarks/gpu_sharing.py, which decides how the runs share the GPU), then the study's runs
-# until the slot ends. SIGTERM stops it at the deadline: runs in flight keep their last epoch.
+# until the slot ends, every `cuda` test running beside them. SIGTERM stops the study at the
+# deadline: runs in flight keep their last epoch.
 # Into OUT go runs.jsonl, the log and the partial checkpoints (partial.tgz.*, 15 MB pieces) to
 # carry back and resume elsewhere.
 #
@@ -26,28 +27,32 @@ mkdir -p "$OUT"
     || { say "no usable GPU: nothing to do"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 
+CUDA_TESTS=("$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py)
 GRAPHS=--cuda-graphs
-timeout 180 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -4
-timeout 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py -k graphed \
-    > /dev/null 2>&1 || { GRAPHS=; say "graphed tests failed: the study runs eager"; }
+timeout 120 "${CUDA_TESTS[@]}" -k graphed > "$OUT/graphed_tests.txt" 2>&1 \
+    || { GRAPHS=; say "graphed tests failed: the study runs eager"; }
 STREAMS=
 if [ -n "$GRAPHS" ]; then
     timeout 150 "$PY" benchmarks/gpu_sharing.py --jobs "$JOBS" --steps 300 2>&1 | tee "$OUT/sharing.txt"
     case $(sed -n 's/^best: //p' "$OUT/sharing.txt") in
         # Processes only take turns on a GPU: where one alone trains faster, run one at a time.
         alone) JOBS=1 ;;
-        threads) timeout 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py \
-            -k streams > /dev/null 2>&1 && STREAMS=--streams ;;
+        threads) timeout 120 "${CUDA_TESTS[@]}" -k streams > "$OUT/streams_tests.txt" 2>&1 \
+            && STREAMS=--streams ;;
     esac
 fi
 say "study: ${GRAPHS:-eager} ${STREAMS:-processes}, $JOBS at once, until +${SLOT}s"
-"$PY" -m ecab_tune.compare "$STUDY" --only main convergence --jobs "$JOBS" --device cuda \
+"$PY" -m ecab_tune.compare "$STUDY" --jobs "$JOBS" --device cuda \
     $GRAPHS $STREAMS ${DATA_DIR:+--data-dir "$DATA_DIR"} > "$OUT/study.log" 2>&1 &
 RUN=$!
+# Every cuda test, beside the study (they check results, not speed): the GPU is not left idle.
+timeout 300 "${CUDA_TESTS[@]}" > "$OUT/cuda_tests.txt" 2>&1 &
 while kill -0 "$RUN" 2>/dev/null && [ $((SECONDS - T0)) -lt "$SLOT" ]; do sleep 2; done
 kill -TERM "$RUN" 2>/dev/null
 wait "$RUN"
 say "study exit $? ($(grep -c '^\[study\] [0-9]' "$OUT/study.log") runs finished)"
+wait
+say "cuda tests: $(tail -1 "$OUT/cuda_tests.txt")"
 NAME=$("$PY" -c "from ecab_tune.study.spec import load_spec; print(load_spec('$STUDY').name)")
 cp "benchmarks/results/$NAME/runs.jsonl" "$OUT/" 2>/dev/null
 tar czf - "runs/study-partial/$NAME" 2>/dev/null | split -b 15m - "$OUT/partial.tgz."
