@@ -17,7 +17,7 @@ from ecab_tune.cluster import ClusterJoinError, check_resources
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.interrupts import sigterm_as_sigint
-from ecab_tune.reporting.document import splice
+from ecab_tune.reporting.document import check_block
 from ecab_tune.study.analysis import readme_tag, update_readme, write_report
 from ecab_tune.study.runner import pending_jobs, run_local, run_ray
 from ecab_tune.study.runs import read_runs
@@ -100,10 +100,7 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         resolve_device(args.device)  # here, in one line, not in every worker
     check_resources(args.cpus_per_trial, args.gpus_per_trial)
     if args.readme:  # checked now, not after hours of runs
-        try:
-            splice(args.readme.read_text(), readme_tag(spec), "")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"--readme {args.readme}: {exc}") from exc
+        check_block(args.readme, readme_tag(spec))
     return spec, Path(args.out or f"benchmarks/results/{spec.name}")
 
 

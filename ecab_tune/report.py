@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from ecab_tune.reporting.baselines import StudyError, load_baselines
-from ecab_tune.reporting.search_report import ReportConfig, write_report
+from ecab_tune.reporting.document import check_block
+from ecab_tune.reporting.search_report import ReportConfig, readme_tag, write_report
 from ecab_tune.reporting.trials import ExperimentError, load_experiment
 
 REPORT_DIR = "report"
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="a study's results folder (or its runs.jsonl): mark its plain and SE arms on the "
         "accuracy-vs-cost fronts, where it recorded that cost",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        help="also rebuild this Markdown file's <!-- begin search:NAME --> ... <!-- end "
+        "search:NAME --> block (NAME: the experiment folder's name), e.g. README.md",
     )
     return parser
 
@@ -71,8 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ReportConfig(
         out, args.format, args.metric, args.mode, tuple(baselines), str(args.study or "")
     )
-    path = write_report(exp, cfg)
-    print(f"[report] {len(exp.trials)} trials -> {path}", flush=True)
+    if args.readme:  # before any figure is drawn
+        try:
+            check_block(args.readme, readme_tag(exp))
+        except ValueError as exc:
+            parser.error(str(exc))
+    path = write_report(exp, cfg, args.readme)
+    also = f" and {args.readme}" if args.readme else ""
+    print(f"[report] {len(exp.trials)} trials -> {path}{also}", flush=True)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -108,3 +109,15 @@ def splice(document: str, tag: str, body: str) -> str:
     head, rest = document.split(begin)
     _, tail = rest.split(end)
     return f"{head}{begin}\n{body.strip()}\n{end}{tail}"
+
+
+def check_block(path: Path, tag: str) -> None:
+    """Refuse, before any work, a file whose block `rebuild_block` could not rebuild."""
+    try:
+        splice(path.read_text(), tag, "")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--readme {path}: {exc}") from exc
+
+
+def rebuild_block(path: Path, tag: str, body: str) -> None:
+    path.write_text(splice(path.read_text(), tag, body))

@@ -4,6 +4,7 @@ figures) and the figures themselves, written to one folder."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from ecab_tune.reporting.document import (
     Table,
     cell,
     epochs_text,
+    rebuild_block,
     to_html,
     to_markdown,
 )
@@ -28,6 +30,9 @@ from ecab_tune.reporting.importance import param_importances
 from ecab_tune.reporting.trials import Experiment, TrialRecord, ranked
 from ecab_tune.search.results import TOP_TRIALS, TrialRow, params_text, trial_table
 from ecab_tune.search.space import ATTN_PREFIX
+
+# What a README shows of a search: which parameters mattered, and how the fusion variants did.
+README_FIGURES = ("importances.png", "parallel_coordinates.png")
 
 
 @dataclass(frozen=True)
@@ -333,11 +338,34 @@ def build_document(exp: Experiment, cfg: ReportConfig, drawn: Sequence[Plot]) ->
     return blocks
 
 
-def write_report(exp: Experiment, cfg: ReportConfig) -> Path:
-    """The figures and `report.md` (or `.html`) in `cfg.out`; returns the report's path."""
+def readme_tag(exp: Experiment) -> str:
+    return f"search:{exp.path.name}"
+
+
+def readme_section(exp: Experiment, cfg: ReportConfig, drawn: Sequence[Plot], readme: Path) -> str:
+    """A README's block of this search: the overview, the best and top trials one heading
+    level down, and the figures that say what mattered, linked from where the README is."""
+    where = readme.parent
+    blocks = overview(exp, cfg)[1:]  # the README has its own title
+    for block in best_section(exp, cfg) + top_table(exp, cfg):
+        blocks.append(Heading(block.level + 1, block.text) if isinstance(block, Heading) else block)
+    for plot in drawn:
+        if plot.drawn and plot.file in README_FIGURES:
+            blocks.append(Image(os.path.relpath(cfg.out / plot.file, where), plot.title))
+    report = os.path.relpath(cfg.out / f"report.{cfg.format}", where)
+    blocks.append(Paragraph(f"The whole report, every figure with its note: [{report}]({report})."))
+    return to_markdown(blocks)
+
+
+def write_report(exp: Experiment, cfg: ReportConfig, readme: Path | None = None) -> Path:
+    """The figures and `report.md` (or `.html`) in `cfg.out`, and with `readme` that file's
+    `<!-- begin search:NAME -->` block; returns the report's path."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    blocks = build_document(exp, cfg, draw_figures(exp, cfg))
+    drawn = draw_figures(exp, cfg)
+    blocks = build_document(exp, cfg, drawn)
     path = cfg.out / f"report.{cfg.format}"
     text = to_markdown(blocks) if cfg.format == "md" else to_html(blocks, exp.path.name)
     path.write_text(text)
+    if readme is not None:
+        rebuild_block(readme, readme_tag(exp), readme_section(exp, cfg, drawn, readme))
     return path

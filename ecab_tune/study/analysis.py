@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ecab_tune.reporting import plots
-from ecab_tune.reporting.document import splice
+from ecab_tune.reporting.document import rebuild_block
 from ecab_tune.reporting.stats import Contrast, holm, mean_std, paired_contrast
 from ecab_tune.study.spec import StudySpec
 
@@ -237,4 +237,4 @@ def update_readme(spec: StudySpec, rows: Rows, out: Path, readme: Path) -> None:
     for figure, alt in FIGURES.items():
         if (out / figure).is_file():
             body += f"\n![{alt}]({os.path.relpath(out / figure, readme.parent)})\n"
-    readme.write_text(splice(readme.read_text(), readme_tag(spec), body))
+    rebuild_block(readme, readme_tag(spec), body)

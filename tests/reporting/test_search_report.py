@@ -2,8 +2,10 @@
 its command, `python -m ecab_tune.report`."""
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 from report_support import FIGURES, TRIALS, assert_valid_png, make_experiment
 
 from ecab_tune.experiment import RESULT_FILE, read_results, trial_folders
@@ -124,3 +126,38 @@ def test_an_interrupted_search_reads_as_interrupted_in_the_searchs_own_words(tmp
     report = (exp / "report" / "report.md").read_text()
     assert "Interrupted experiment" in report and "--resume" in report
     assert "2 (1 finished, 0 stopped early, 0 diverged, 0 errored, 1 interrupted," in report
+
+
+def test_the_readme_block_is_rebuilt_and_nothing_else_in_the_file_changes(tmp_path):
+    summary = {
+        "best": {"trial_id": "b2", "test_acc": 0.9, "test_images": 10000},
+        "search": {"space": "quick", "max_epochs": 3},
+    }
+    exp = make_experiment(tmp_path, TRIALS, summary)
+    readme = tmp_path / "docs" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("# Ours\n<!-- begin search:exp -->\nSTALE\n<!-- end search:exp -->\nEnd.\n")
+    out = tmp_path / "results"
+    assert main([str(exp), "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Ours\n<!-- begin search:exp -->\nFinished experiment (summary")
+    assert text.endswith("<!-- end search:exp -->\nEnd.\n") and "STALE" not in text
+    assert "### Best trial" in text and "- Trial: b2" in text and "test_acc 0.9000" in text
+    assert "### Top 6 trials by best val_acc" in text and "| 1 | b2 |" in text
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    figures = ["../results/importances.png", "../results/parallel_coordinates.png"]
+    assert links == [*figures, "../results/report.md"]
+    assert all((readme.parent / link).is_file() for link in links)
+
+
+def test_a_readme_without_the_block_is_refused_before_any_figure(tmp_path, capsys):
+    exp = make_experiment(tmp_path, TRIALS)
+    readme = tmp_path / "README.md"
+    readme.write_text("# Ours\n<!-- begin search:other -->\n<!-- end search:other -->\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(exp), "--readme", str(readme)])
+    assert exit_.value.code == 2
+    assert "needs one <!-- begin search:exp --> ... <!-- end search:exp --> block" in (
+        capsys.readouterr().err
+    )
+    assert not (exp / "report").exists()
