@@ -17,8 +17,10 @@ from ecab_tune.experiment import (
     ERRORED,
     EXPORT_DIR,
     PARAMS_FILE,
+    PENDING,
     RESULT_FILE,
     RUNNING,
+    SEARCH_FILE,
     SPACE_COPY,
     STATUSES,
     SUMMARY_FILE,
@@ -105,6 +107,8 @@ def status_from_files(
 ) -> str:
     """What the files tell; `ended`: the search has finished, so nothing is still running."""
     last = results[-1] if results else {}
+    if not results and not (folder / PARAMS_FILE).is_file():
+        return PENDING  # Ray made its folder; a trial that starts writes its parameters first
     if last.get("diverged"):
         return DIVERGED
     by_budget = ended_status(last.get("epoch", 0), max_epochs)
@@ -121,13 +125,25 @@ def status_from_files(
     return by_budget if ended else RUNNING
 
 
-def find_space(exp_dir: Path, summary: dict[str, Any] | None) -> tuple[SearchSpace | None, str]:
-    """The exported copy of the space file, else the space summary.json names; and where from."""
+def search_settings(exp_dir: Path, summary: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """The search's resolved settings and their file: summary.json's once it ended, else
+    search.json's (written when it starts), else none (a search older than search.json)."""
+    for settings, file in (
+        ((summary or {}).get("search"), SUMMARY_FILE),
+        (read_json(exp_dir / SEARCH_FILE), SEARCH_FILE),
+    ):
+        if isinstance(settings, dict):
+            return settings, file
+    return {}, ""
+
+
+def find_space(exp_dir: Path, settings: dict[str, Any]) -> tuple[SearchSpace | None, str]:
+    """The exported copy of the space file, else the space the settings name; and where from."""
     copy = exp_dir / EXPORT_DIR / SPACE_COPY
-    name = (summary or {}).get("search", {}).get("space")
+    name = settings.get("space")
     source = copy if copy.is_file() else name
     if source is None:
-        return None, "unknown until the search finishes and copies it out"
+        return None, f"unknown: no {SEARCH_FILE} or {SUMMARY_FILE} names it"
     try:
         return load_space(source), f"{name or 'unnamed'} ({source})"
     except SpaceError as exc:
@@ -141,7 +157,8 @@ def load_experiment(exp_dir: Path) -> Experiment:
         raise ExperimentError(f"{exp_dir} {what}: not an experiment folder of ecab_tune.search")
     summary = read_json(exp_dir / SUMMARY_FILE)
     summary = summary if isinstance(summary, dict) else None
-    space, space_source = find_space(exp_dir, summary)
+    settings, settings_file = search_settings(exp_dir, summary)
+    space, space_source = find_space(exp_dir, settings)
     notes = []
     raw = []
     for folder in folders:
@@ -152,9 +169,7 @@ def load_experiment(exp_dir: Path) -> Experiment:
             )
         raw.append((folder, [r for r in read.rows if "epoch" in r]))
 
-    # The search's resolved budget is only written at the end (the space's may be overridden).
-    max_epochs = (summary or {}).get("search", {}).get("max_epochs")
-    source = SUMMARY_FILE
+    max_epochs, source = settings.get("max_epochs"), settings_file
     if not isinstance(max_epochs, int):
         longest = max((r[-1]["epoch"] for _, r in raw if r), default=1)
         max_epochs, source = longest, "assumed: the longest trial so far"
