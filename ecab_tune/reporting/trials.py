@@ -145,9 +145,10 @@ def find_space(exp_dir: Path, settings: dict[str, Any]) -> tuple[SearchSpace | N
     if source is None:
         return None, f"unknown: no {SEARCH_FILE} or {SUMMARY_FILE} names it"
     try:
-        return load_space(source), f"{name or 'unnamed'} ({source})"
+        space = load_space(source)
     except SpaceError as exc:
         return None, f"unreadable: {exc}"
+    return space, name if str(source) == name else f"{name or 'unnamed'} ({source})"
 
 
 def load_experiment(exp_dir: Path) -> Experiment:

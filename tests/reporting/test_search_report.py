@@ -82,7 +82,7 @@ def test_finished_experiment_as_html(tmp_path):
     page = (out / "report.html").read_text()
     assert "Finished experiment" in page and "Partial" not in page
     assert "(3 finished, 1 stopped early, 1 diverged, 1 errored, 0 running)" in page
-    assert "Search space: quick (quick)" in page and "test_acc 0.9000" in page
+    assert "<li>Search space: quick</li>" in page and "test_acc 0.9000" in page
     for name in FIGURES:
         assert f'<img src="{name}"' in page
         assert_valid_png(out / name)
@@ -171,7 +171,7 @@ def test_a_running_search_reads_its_budget_and_space_from_search_json(tmp_path):
     report = (exp / "report" / "report.md").read_text()
     assert "Partial experiment" in report
     assert "Budget: 5 epochs per trial (search.json)" in report
-    assert "Search space: quick (quick)" in report
+    assert "- Search space: quick\n" in report  # named once when the name is the file
     # Ray marked a1, b2, c3 done short of the 5 epochs (ASHA); z9 has not started.
     assert (
         "Trials: 4 (0 finished, 3 stopped early, 0 diverged, 0 errored, 1 pending, 0 running)"
