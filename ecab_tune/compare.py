@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{out}/runs.jsonl holds no runs yet: run the study first")
         table = write_report(spec, rows, out)
         if args.readme:
-            update_readme(spec, rows, out, args.readme)
+            update_readme(spec, table, out, args.readme)
     except ClusterJoinError as exc:  # one line, without the usage a flag error gets
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -17,10 +17,11 @@ from ecab_tune.reporting.stats import Contrast, holm, mean_std, paired_contrast
 from ecab_tune.study.spec import StudySpec
 
 TABLE = "table.md"
-FIGURES = {  # file: what it shows
-    "paired_differences.png": "every seed's paired difference, with both intervals",
-    "learning_curves.png": "mean validation accuracy per epoch",
-    "accuracy_vs_params.png": "test accuracy vs parameters",
+PAIRED, CURVES, PARAMS = "paired_differences.png", "learning_curves.png", "accuracy_vs_params.png"
+FIGURES = {  # file: what it shows, in the README's order
+    PAIRED: "every seed's paired difference, with both intervals",
+    CURVES: "mean validation accuracy per epoch",
+    PARAMS: "test accuracy vs parameters",
 }
 Rows = list[dict[str, Any]]
 
@@ -209,11 +210,11 @@ def write_figures(spec: StudySpec, rows: Rows, out: Path) -> list[Path]:
         ]
     figures = []
     if points:
-        figures.append(plots.accuracy_vs_params(points, out / "accuracy_vs_params.png"))
-        figures.append(plots.learning_curves(curves, out / "learning_curves.png"))
+        figures.append(plots.accuracy_vs_params(points, out / PARAMS))
+        figures.append(plots.learning_curves(curves, out / CURVES))
     family = main_family(spec, rows)
     if family:
-        figures.append(plots.paired_differences(family, out / "paired_differences.png"))
+        figures.append(plots.paired_differences(family, out / PAIRED))
     return figures
 
 
@@ -229,10 +230,10 @@ def readme_tag(spec: StudySpec) -> str:
     return f"study:{spec.name}"
 
 
-def update_readme(spec: StudySpec, rows: Rows, out: Path, readme: Path) -> None:
-    """Rebuild the README's block of this study (`<!-- begin study:NAME -->`): the table and its
-    notes under the README's own heading (so one level down), then the figures."""
-    body = format_report(spec, rows).split("\n", 1)[1]  # the title is the README's
+def update_readme(spec: StudySpec, table: str, out: Path, readme: Path) -> None:
+    """Rebuild the README's block of this study (`<!-- begin study:NAME -->`): `table` (what
+    `write_report` wrote) under the README's own heading (so one level down), then the figures."""
+    body = table.split("\n", 1)[1]  # the title is the README's
     body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)
     for figure, alt in FIGURES.items():
         if (out / figure).is_file():
