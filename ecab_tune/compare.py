@@ -100,7 +100,10 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
         resolve_device(args.device)  # here, in one line, not in every worker
     check_resources(args.cpus_per_trial, args.gpus_per_trial)
     if args.readme:  # checked now, not after hours of runs
-        check_block(args.readme, readme_tag(spec))
+        try:
+            check_block(args.readme, readme_tag(spec))
+        except ValueError as exc:
+            raise ValueError(f"--readme {exc}") from exc
     return spec, Path(args.out or f"benchmarks/results/{spec.name}")
 
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_block(args.readme, readme_tag(exp))
         except ValueError as exc:
-            parser.error(str(exc))
+            parser.error(f"--readme {exc}")
     path = write_report(exp, cfg, args.readme)
     also = f" and {args.readme}" if args.readme else ""
     print(f"[report] {len(exp.trials)} trials -> {path}{also}", flush=True)

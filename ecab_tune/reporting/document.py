@@ -116,7 +116,7 @@ def check_block(path: Path, tag: str) -> None:
     try:
         splice(path.read_text(), tag, "")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"--readme {path}: {exc}") from exc
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def rebuild_block(path: Path, tag: str, body: str) -> None:

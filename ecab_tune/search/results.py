@@ -25,7 +25,9 @@ def short(value: Any) -> str:
 
 
 def params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={short(v)}" for k, v in params.items()) or "none"
+    # Not "none": that is an attention variant's name. Ray keeps no config for a trial that
+    # has not started, so a pending row has no parameters.
+    return ", ".join(f"{k}={short(v)}" for k, v in params.items()) or "-"
 
 
 @dataclass(frozen=True)

@@ -157,9 +157,9 @@ def test_a_readme_without_the_block_is_refused_before_any_figure(tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         main([str(exp), "--readme", str(readme)])
     assert exit_.value.code == 2
-    assert "needs one <!-- begin search:exp --> ... <!-- end search:exp --> block" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert f"--readme {readme}: " in err
+    assert "needs one <!-- begin search:exp --> ... <!-- end search:exp --> block" in err
     assert not (exp / "report").exists()
 
 

@@ -17,6 +17,8 @@ def test_one_table_for_the_terminal_and_the_report():
     header, cells = trial_table([row("c", 0.9, lr=0.05), row("a", 0.7123456, lr=0.3)], "val_acc")
     assert header == ("#", "trial", "val_acc", "epochs", "time", "status", "params")
     assert cells[1] == ("2", "a", "0.7123", "3", "12s", "finished", "lr=0.3")
+    _, [pending] = trial_table([row("p", math.nan, status="pending")], "val_acc")
+    assert pending[2:] == ("nan", "3", "12s", "pending", "-")  # not "none", an attention name
     text = format_table([row(str(k), 0.5) for k in range(12)], "val_acc", limit=10)
     lines = text.splitlines()
     assert len(lines) == 1 + 10 + 1 and lines[-1] == "... and 2 more in summary.json"
