@@ -6,6 +6,7 @@ lines (no cursor movement), so a log file reads like the terminal did.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Any
@@ -28,18 +29,62 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def epochs_left(done: dict[str, int], pending: int, ended: list[int], max_epochs: int) -> float:
-    """Epochs still to train: running trials (by id -> epochs done) and pending ones are
-    expected to last as long as the trials that ended so far did on average (the full budget
-    until one has ended), and never less than one more epoch."""
-    expected = sum(ended) / len(ended) if ended else max_epochs
-    running = sum(max(expected - d, 1.0) for d in done.values() if d < max_epochs)
-    return running + pending * expected
+def decision_points(
+    max_epochs: int, grace: int | None = None, factor: float = 3.0
+) -> tuple[int, ...]:
+    """The epochs after which a trial may end: ASHA's rungs where Ray's AsyncHyperBandScheduler
+    puts them (grace * factor**k), then the budget; without a grace period (FIFO), the budget."""
+    if grace is None:
+        return (max_epochs,)
+    grace = min(grace, max_epochs)
+    rungs = int(math.log(max_epochs / grace) / math.log(factor) + 1)
+    points = {min(math.ceil(grace * factor**k), max_epochs) for k in range(rungs)}
+    return tuple(sorted(points | {max_epochs}))
+
+
+def expected_epochs(done: int, points: tuple[int, ...], factor: float) -> float:
+    """The epochs a trial still running after `done` is expected to end at: it reaches the next
+    decision point, and passes each one with ASHA's chance of 1 in `factor`."""
+    ahead = [p for p in points if p > done] or [done]
+    total, chance = float(ahead[0]), 1.0
+    for here, nxt in itertools.pairwise(ahead):
+        chance /= factor
+        total += chance * (nxt - here)
+    return total
+
+
+ENDED_TO_TRUST = 5  # ended trials before their mean replaces the model for pending ones
+
+
+def epochs_left(
+    done: dict[str, int], pending: int, ended: list[int], points: tuple[int, ...], factor: float
+) -> float:
+    """Epochs still to train: running trials (by id -> epochs done) to their expected end;
+    pending ones as long as the trials that ended did on average, once a few have ended (async
+    ASHA promotes early trials more often than 1 in `factor`), by the model before."""
+    per_trial = (
+        sum(ended) / len(ended)
+        if len(ended) >= ENDED_TO_TRUST
+        else expected_epochs(0, points, factor)
+    )
+    running = sum(expected_epochs(d, points, factor) - d for d in done.values() if d < points[-1])
+    return running + pending * per_trial
 
 
 class SearchProgress(Callback):
-    def __init__(self, *, metric: str, mode: str, max_epochs: int, every_s: float):
+    def __init__(
+        self,
+        *,
+        metric: str,
+        mode: str,
+        max_epochs: int,
+        every_s: float,
+        grace: int | None = None,
+        factor: float = 3.0,
+    ):
+        """`grace` and `factor`: ASHA's, to foresee where trials end (None: FIFO)."""
         self.metric, self.mode, self.max_epochs, self.every_s = metric, mode, max_epochs, every_s
+        self.points, self.factor = decision_points(max_epochs, grace, factor), factor
         self._start = time.monotonic()
         self._last_line = self._start
         self._epochs_this_run = 0
@@ -120,7 +165,7 @@ class SearchProgress(Callback):
         elapsed = now - self._start
         parts = [f"{TAG} {duration(elapsed)}  {tally}", self._best_text(trials)]
         left = epochs_left(
-            running_epochs, counts[experiment.PENDING], ended_epochs, self.max_epochs
+            running_epochs, counts[experiment.PENDING], ended_epochs, self.points, self.factor
         )
         if self._epochs_this_run and elapsed > 0:
             parts.append(f"~{duration(left * elapsed / self._epochs_this_run)} left")

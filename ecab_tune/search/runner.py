@@ -107,8 +107,14 @@ def _search(
     print(f"[search] experiment folder: {exp_dir}", flush=True)
     start_ray(cfg.address, cfg.dashboard, "search")
     metric, mode, max_epochs = cfg.primary.metric, cfg.primary.mode, int(cfg.max_epochs)
+    asha = cfg.scheduler == "asha"
     progress = SearchProgress(
-        metric=metric, mode=mode, max_epochs=max_epochs, every_s=cfg.progress_every
+        metric=metric,
+        mode=mode,
+        max_epochs=max_epochs,
+        every_s=cfg.progress_every,
+        grace=space.scheduler.grace_period if asha else None,
+        factor=space.scheduler.reduction_factor,
     )
     started = time.monotonic()
     with sigterm_as_sigint(received):

@@ -1,6 +1,12 @@
 from types import SimpleNamespace
 
-from ecab_tune.search.progress import SearchProgress, duration, epochs_left
+from ecab_tune.search.progress import (
+    SearchProgress,
+    decision_points,
+    duration,
+    epochs_left,
+    expected_epochs,
+)
 
 
 def trial(trial_id, state, epochs, best=None, **config):
@@ -18,15 +24,31 @@ def test_durations_read_as_a_person_would_say_them():
     assert [duration(s) for s in (4.6, 65, 3725)] == ["5s", "1m05s", "1h02m"]
 
 
-def test_epochs_left_expects_trials_to_last_as_long_as_the_ended_ones():
-    # Before any trial ended: the full budget for each pending trial, the rest for running ones.
-    assert epochs_left({"a": 2}, pending=2, ended=[], max_epochs=6) == 4 + 12
-    # ASHA stopped two after 1 epoch and one ran 6: pending ones are expected to take 8/3.
-    assert epochs_left({"a": 1}, pending=3, ended=[1, 1, 6], max_epochs=6) == (
-        8 / 3 - 1 + 3 * 8 / 3
+def test_decision_points_are_ashas_rungs_as_ray_places_them_then_the_budget():
+    assert decision_points(15, grace=2, factor=3) == (2, 6, 15)  # the bridge space's
+    assert decision_points(9, grace=1, factor=3) == (1, 3, 9)
+    assert decision_points(9, grace=20, factor=3) == (9,)  # grace capped at the budget
+    assert decision_points(15) == (15,)  # FIFO: every trial trains the budget
+
+
+def test_a_trial_is_expected_to_pass_each_rung_with_a_chance_of_one_in_factor():
+    points = (2, 6, 15)
+    assert expected_epochs(0, points, 3) == 2 + 4 / 3 + 9 / 9
+    assert expected_epochs(2, points, 3) == 6 + 9 / 3  # promoted past the first rung
+    assert expected_epochs(7, points, 3) == 15  # past the last rung: to the budget
+    assert expected_epochs(0, (15,), 3) == 15
+
+
+def test_epochs_left_trusts_the_ended_trials_once_a_few_have_ended():
+    points = (1, 3, 6)
+    # Few ended: pending trials by the rung model, running ones to their expected end.
+    assert epochs_left({"a": 4}, pending=2, ended=[1, 6], points=points, factor=3) == (
+        (6 - 4) + 2 * (1 + 2 / 3 + 3 / 9)
     )
-    # A running trial past the expectation still has at least one epoch to go.
-    assert epochs_left({"a": 4}, pending=0, ended=[1, 1], max_epochs=6) == 1
+    # Five ended: their mean for pending ones (async ASHA promotes early trials more often).
+    assert epochs_left({}, pending=3, ended=[1, 1, 3, 6, 6], points=points, factor=3) == 3 * 17 / 5
+    # A trial that has trained the budget has nothing left.
+    assert epochs_left({"a": 6}, pending=0, ended=[], points=points, factor=3) == 0
 
 
 def test_the_status_line_counts_every_status_and_names_the_best_trial():
