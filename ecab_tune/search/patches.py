@@ -17,6 +17,11 @@
 5. With several objectives Optuna keeps no per-epoch values (`Trial.report` is single-objective
    only): each epoch's objective values are kept as the user attribute `curve` instead, and a
    stopped trial still reaches Optuna as PRUNED (ranked below every complete one).
+6. Tune writes result.json and progress.csv in a staging folder and copies them to the
+   experiment folder now and then; when a crashed trial is retried, its loggers copy the
+   experiment folder's version back over the staging one, which loses the rows written since
+   the last copy (seen: a trial retried after epoch 2 kept epochs 2 and 3 only). `JsonLogger`
+   and `CsvLogger` copy it back only for a driver that has no file of its own (`--resume`).
 
 These reach into private attributes of `OptunaSearch`, `AsyncHyperBandScheduler` and Optuna's
 storage: tested with ray 2.60 and optuna 5.0, the minor releases pyproject.toml bounds them to.
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -180,3 +186,20 @@ class ResumableASHA(AsyncHyperBandScheduler):
         if count:
             log.info("ASHA: replayed %d recorded results into the rungs", count)
         return count
+
+
+class _KeepDriverRows:
+    """See 6. above; mixed into Tune's logger callbacks."""
+
+    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+        if Path(trial.local_path, file_name).exists():
+            return  # this driver wrote it: the stored copy is at most as new
+        super()._restore_from_remote(file_name, trial)  # type: ignore[misc]
+
+
+class JsonLogger(_KeepDriverRows, JsonLoggerCallback):
+    """Tune's result.json logger; a retried trial keeps every row (see 6. above)."""
+
+
+class CsvLogger(_KeepDriverRows, CSVLoggerCallback):
+    """Tune's progress.csv logger; a retried trial keeps every row (see 6. above)."""

@@ -50,7 +50,12 @@ def build_tuner(
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    from ecab_tune.search.patches import BudgetAwareOptunaSearch, ResumableASHA
+    from ecab_tune.search.patches import (
+        BudgetAwareOptunaSearch,
+        CsvLogger,
+        JsonLogger,
+        ResumableASHA,
+    )
     from ecab_tune.search.trainable import TrialSpec, run_trial
 
     exp_dir = cfg.experiment_dir
@@ -117,7 +122,8 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode
             ),
-            callbacks=[*(callbacks or []), *tracker_callbacks(cfg)],
+            # Ours replace Tune's default result.json/progress.csv loggers (patches.py, 6.).
+            callbacks=[*(callbacks or []), *tracker_callbacks(cfg), JsonLogger(), CsvLogger()],
             # Our progress lines replace Ray's tables and result boxes unless asked for.
             verbose=1 if cfg.verbose else 0,
         ),

@@ -1,11 +1,24 @@
 """The corrections to Ray's Optuna searcher and ASHA, without a search around them."""
 
+import csv
 import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
+import pyarrow.fs
+import pytest
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import TrialScheduler
 
-from ecab_tune.search.patches import BudgetAwareOptunaSearch, ResumableASHA, _TrialRef
+from ecab_tune.search.patches import (
+    BudgetAwareOptunaSearch,
+    CsvLogger,
+    JsonLogger,
+    ResumableASHA,
+    _TrialRef,
+)
 
 
 def make_searcher(stopped_as_pruned=True):
@@ -107,3 +120,65 @@ def test_with_two_objectives_stopped_trials_still_reach_optuna_as_pruned():
     assert full.user_attrs["curve"] == {"1": [0.5, 100], "2": [0.7, 100]}
     assert stopped.user_attrs["latency_ms"] == 0.5 and stopped.user_attrs["epochs"] == 1
     assert "lr" in searcher.suggest("next")  # TPE samples on from a study with a pruned trial
+
+
+class FakeTrial:
+    """What Tune's logger callbacks read of a trial: its staging and stored folders."""
+
+    def __init__(self, staging, stored):
+        self.local_path, self.config, self.checkpoint = str(staging), {"lr": 0.1}, None
+        self.storage = SimpleNamespace(
+            trial_fs_path=str(stored), storage_filesystem=pyarrow.fs.LocalFileSystem()
+        )
+        self.init_local_path()
+
+    def init_local_path(self):
+        Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+
+def json_rows(folder):
+    lines = (folder / "result.json").read_text().splitlines()
+    return [json.loads(line)["training_iteration"] for line in lines]
+
+
+def csv_rows(folder):
+    return [int(r["training_iteration"]) for r in csv.DictReader((folder / "progress.csv").open())]
+
+
+@pytest.mark.parametrize(
+    ("ours", "tunes", "read"),
+    [(JsonLogger, JsonLoggerCallback, json_rows), (CsvLogger, CSVLoggerCallback, csv_rows)],
+)
+def test_a_retried_trial_keeps_the_rows_its_driver_wrote_since_the_last_copy(
+    tmp_path, ours, tunes, read
+):
+    def retried(logger_cls):
+        staging, stored = tmp_path / logger_cls.__name__ / "staging", tmp_path / "stored"
+        shutil.rmtree(stored, ignore_errors=True)
+        trial, logger = FakeTrial(staging, stored), logger_cls()
+        for epoch in (1, 2):  # epoch 1 reached the stored copy, epoch 2 only the staging one
+            logger.log_trial_result(epoch, trial, {"training_iteration": epoch})
+            if epoch == 1:
+                shutil.copytree(staging, stored)
+                trial.checkpoint = object()  # saved with epoch 1
+        logger.log_trial_end(trial, failed=True)
+        logger.log_trial_start(trial)  # the retry: Tune restores the loggers' files
+        logger.log_trial_result(3, trial, {"training_iteration": 3})
+        logger.on_experiment_end([trial])
+        return read(staging)
+
+    assert retried(tunes) == [1, 3]  # Tune's own: epoch 2 lost (the bug this works around)
+    assert retried(ours) == [1, 2, 3]
+
+
+def test_a_new_driver_still_takes_the_stored_rows(tmp_path):
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    (stored / "result.json").write_text(json.dumps({"training_iteration": 1}) + "\n")
+    trial = FakeTrial(tmp_path / "staging", stored)  # --resume: a new, empty staging folder
+    trial.checkpoint = object()
+    logger = JsonLogger()
+    logger.log_trial_start(trial)
+    logger.log_trial_result(2, trial, {"training_iteration": 2})
+    logger.on_experiment_end([trial])
+    assert json_rows(tmp_path / "staging") == [1, 2]
