@@ -20,7 +20,7 @@
 6. Tune writes result.json and progress.csv in a staging folder and copies them to the
    experiment folder now and then; when a crashed trial is retried, its loggers copy the
    experiment folder's version back over the staging one, which loses the rows written since
-   the last copy (seen: a trial retried after epoch 2 kept epochs 2 and 3 only). `JsonLogger`
+   the last copy (seen: a trial that crashed in epoch 2 kept only epochs 2 and 3). `JsonLogger`
    and `CsvLogger` copy it back only for a driver that has no file of its own (`--resume`).
 
 These reach into private attributes of `OptunaSearch`, `AsyncHyperBandScheduler` and Optuna's
