@@ -244,9 +244,10 @@ def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
             "killed; everything below covers the trials recorded so far."
         )
     elif exp.partial:
+        storage = "" if exp.path.parent == Path("runs") else f" --storage {exp.path.parent}"
         state = (
-            "Interrupted experiment: `python -m ecab_tune.search --name NAME --resume` "
-            "continues it; everything below covers the trials recorded so far."
+            f"Interrupted experiment: `python -m ecab_tune.search --name {exp.path.name}"
+            f"{storage} --resume` continues it; everything below covers the trials recorded so far."
         )
     else:
         state = "Finished experiment (summary.json present)."

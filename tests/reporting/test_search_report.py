@@ -124,7 +124,8 @@ def test_an_interrupted_search_reads_as_interrupted_in_the_searchs_own_words(tmp
     exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "d4")}, summary)
     assert main([str(exp)]) == 0
     report = (exp / "report" / "report.md").read_text()
-    assert "Interrupted experiment" in report and "--resume" in report
+    assert "Interrupted experiment" in report
+    assert f"`python -m ecab_tune.search --name exp --storage {tmp_path} --resume`" in report
     assert "2 (1 finished, 0 stopped early, 0 diverged, 0 errored, 1 interrupted," in report
 
 
