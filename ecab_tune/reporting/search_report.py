@@ -28,6 +28,7 @@ from ecab_tune.reporting.document import (
 )
 from ecab_tune.reporting.importance import param_importances
 from ecab_tune.reporting.trials import Experiment, TrialRecord, ranked
+from ecab_tune.search.config import SearchConfig, resume_command
 from ecab_tune.search.results import TOP_TRIALS, TrialRow, params_text, trial_table
 from ecab_tune.search.space import ATTN_PREFIX
 
@@ -244,10 +245,10 @@ def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
             "killed; everything below covers the trials recorded so far."
         )
     elif exp.partial:
-        storage = "" if exp.path.parent == Path("runs") else f" --storage {exp.path.parent}"
+        resume = resume_command(SearchConfig(name=exp.path.name, storage=str(exp.path.parent)))
         state = (
-            f"Interrupted experiment: `python -m ecab_tune.search --name {exp.path.name}"
-            f"{storage} --resume` continues it; everything below covers the trials recorded so far."
+            f"Interrupted experiment: `{resume}` continues it; everything below covers the "
+            "trials recorded so far."
         )
     else:
         state = "Finished experiment (summary.json present)."
