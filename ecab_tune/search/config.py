@@ -160,7 +160,7 @@ def space_data(space: SearchSpace, **given: Any) -> DataConfig:
 
 
 # What a resumed search takes from the command line; everything else is the search's own
-# (its output settings too: Tune restores the progress callback and verbosity it started with).
+# (its output settings too: progress interval and verbosity).
 RUNTIME_KEYS = (
     "name", "storage", "resume", "address", "dashboard", "cpus_per_trial", "gpus_per_trial",
     "max_concurrent", "export_partial",

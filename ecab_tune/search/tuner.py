@@ -64,10 +64,17 @@ def build_tuner(
     fn = tune.with_resources(
         tune.with_parameters(trainable or run_trial, spec=spec, data=splits), resources
     )
+    # Ours replace Tune's default result.json/progress.csv loggers (patches.py, 6.).
+    run_callbacks = [*(callbacks or []), *tracker_callbacks(cfg), JsonLogger(), CsvLogger()]
     if cfg.resume:
-        return tune.Tuner.restore(
+        tuner = tune.Tuner.restore(
             str(exp_dir), trainable=fn, resume_unfinished=True, resume_errored=True
         )
+        # Tune brings back the callbacks pickled when the search began: objects of the code of
+        # that day (a resume under newer code crashed on one). This driver's, built from the
+        # same stored config, replace them.
+        tuner._local_tuner.get_run_config().callbacks = run_callbacks
+        return tuner
     exp_dir.mkdir(parents=True, exist_ok=True)
     objectives = cfg.objective_list
     metric, mode = cfg.primary.metric, cfg.primary.mode
@@ -122,8 +129,7 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode
             ),
-            # Ours replace Tune's default result.json/progress.csv loggers (patches.py, 6.).
-            callbacks=[*(callbacks or []), *tracker_callbacks(cfg), JsonLogger(), CsvLogger()],
+            callbacks=run_callbacks,
             # Our progress lines replace Ray's tables and result boxes unless asked for.
             verbose=1 if cfg.verbose else 0,
         ),

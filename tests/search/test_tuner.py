@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import pytest
@@ -45,3 +46,33 @@ def test_multivariate_tpe_models_the_active_parameters_jointly(tmp_path):
         assert isinstance(sampler, optuna.samplers.TPESampler)
         # Optuna keeps these flags private; they decide how it draws the next trial.
         assert sampler._multivariate is multivariate and sampler._group is multivariate
+
+
+def test_a_resumed_search_runs_this_driver_s_callbacks_not_those_pickled_at_its_start(
+    local_ray, tmp_path
+):
+    # Tune restores the callbacks pickled when a search began; one of an older version of
+    # ours (an instance without a newer attribute) crashed a real resume.
+    from ray.tune import Callback
+
+    from ecab_tune.search.config import SearchConfig
+    from ecab_tune.search.patches import CsvLogger, JsonLogger
+    from ecab_tune.search.space import load_space
+    from ecab_tune.search.tuner import build_tuner
+
+    class Marker(Callback):
+        def __init__(self, name: str):
+            self.name = name
+
+    def trial(config, *, spec, data):
+        pass
+
+    space = load_space("quick")
+    cfg = SearchConfig(space="quick", name="q", storage=str(tmp_path)).resolved(space)
+    build_tuner(cfg, space, None, trial, [Marker("at the start")])  # writes tuner.pkl
+    resumed = build_tuner(
+        dataclasses.replace(cfg, resume=True), space, None, trial, [Marker("this driver")]
+    )
+    callbacks = resumed._local_tuner.get_run_config().callbacks
+    assert [getattr(c, "name", None) for c in callbacks if isinstance(c, Marker)] == ["this driver"]
+    assert sum(isinstance(c, (JsonLogger, CsvLogger)) for c in callbacks) == 2
