@@ -258,7 +258,7 @@ def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
         Bullets(
             (
                 f"Folder: {exp.path}",
-                f"Trials: {len(exp.trials)} ({tally})",
+                f"Trials: {exp.planned} ({tally})",
                 f"Budget: {epochs_text(exp.max_epochs)} per trial ({exp.max_epochs_source})",
                 compute_text(exp),
                 f"Search space: {exp.space_source}",

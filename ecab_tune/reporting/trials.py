@@ -80,6 +80,7 @@ class Experiment:
     space_source: str  # where `space` came from, or why there is none
     max_epochs: int
     max_epochs_source: str
+    planned: int  # trials the search was asked for (or those it made, when unknown)
     notes: tuple[str, ...]  # what was unreadable or assumed while loading
 
     @property
@@ -87,7 +88,10 @@ class Experiment:
         return self.summary is None or bool(self.summary.get("interrupted"))
 
     def counts(self) -> Counter[str]:
-        return Counter(t.status for t in self.trials)
+        """By status; trials Ray has not made a folder for yet count as pending."""
+        counts = Counter(t.status for t in self.trials)
+        counts[PENDING] += self.planned - len(self.trials)
+        return counts
 
 
 class ExperimentError(ValueError):
@@ -198,9 +202,12 @@ def load_experiment(exp_dir: Path) -> Experiment:
             )
         )
     trials.sort(key=lambda t: t.started_at)
+    planned = settings.get("num_samples")
+    planned = max(planned if isinstance(planned, int) else 0, len(trials))
     return Experiment(
-        exp_dir, tuple(trials), summary, space, space_source, max_epochs, source, tuple(notes)
-    )
+        exp_dir, tuple(trials), summary, space, space_source, max_epochs, source, planned,
+        tuple(notes),
+    )  # fmt: skip
 
 
 def ranked(trials: Sequence[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:

@@ -166,16 +166,18 @@ def test_a_readme_without_the_block_is_refused_before_any_figure(tmp_path, capsy
 
 def test_a_running_search_reads_its_budget_and_space_from_search_json(tmp_path):
     exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "b2", "c3")})
-    (exp / "search.json").write_text(json.dumps({"space": "quick", "max_epochs": 5}))
+    settings = {"space": "quick", "max_epochs": 5, "num_samples": 6}
+    (exp / "search.json").write_text(json.dumps(settings))
     (exp / "trial_z9").mkdir()  # made by Ray, waiting for a free CPU: not started
     assert main([str(exp)]) == 0
     report = (exp / "report" / "report.md").read_text()
     assert "Partial experiment" in report
     assert "Budget: 5 epochs per trial (search.json)" in report
     assert "- Search space: quick\n" in report  # named once when the name is the file
-    # Ray marked a1, b2, c3 done short of the 5 epochs (ASHA); z9 has not started.
+    # Ray marked a1, b2, c3 done short of the 5 epochs (ASHA); z9 has not started, and Ray has
+    # not made the last two of the six asked for.
     assert (
-        "Trials: 4 (0 finished, 3 stopped early, 0 diverged, 0 errored, 1 pending, 0 running)"
+        "Trials: 6 (0 finished, 3 stopped early, 0 diverged, 0 errored, 3 pending, 0 running)"
         in (report)
     )
     assert "Compute: 7 epochs trained, 0.35x of every trial's full budget (20)" in report
