@@ -18,6 +18,7 @@ from ecab_tune.search.space import Param
 class Importances:
     values: dict[str, float]  # per parameter, most important first; empty: none computed
     how: str  # how they were computed, or why they could not be
+    budget: int = 0  # the epochs the compared trials were scored within
     study: Any = field(default=None, repr=False)  # the optuna.Study they were computed on
     evaluator: Any = field(default=None, repr=False)  # the optuna evaluator that computed them
 
@@ -35,21 +36,37 @@ def _distribution(values: Sequence[Any], declared: Param | None) -> Any:
     return FloatDistribution(min(values), max(values))
 
 
-def comparable_trials(exp: Experiment, metric: str) -> tuple[list[TrialRecord], int]:
-    """The trials whose parameters can be ranked, and the epoch budget to compare them at."""
-    usable = [t for t in exp.trials if t.status not in (DIVERGED, ERRORED) and t.values(metric)]
-    full = [t for t in usable if t.epochs >= exp.max_epochs]
+def common_budget(exp: Experiment, metric: str) -> int:
+    """The epochs every trial that can be ranked reached (0: none can)."""
+    return min((t.epochs for t in _usable(exp, metric)), default=0)
+
+
+def _usable(exp: Experiment, metric: str) -> list[TrialRecord]:
+    return [t for t in exp.trials if t.status not in (DIVERGED, ERRORED) and t.values(metric)]
+
+
+def comparable_trials(
+    exp: Experiment, metric: str, budget: int | None = None
+) -> tuple[list[TrialRecord], int]:
+    """The trials whose parameters can be ranked, and the epoch budget to compare them at:
+    `budget`, else the full budget when two trials reached it, else the common budget."""
+    usable = _usable(exp, metric)
     # Stopped trials scored after fewer epochs would rank budget, not parameters: compare the
-    # full-budget trials, or, with fewer than two, every trial at the budget all of them reached.
-    budget = exp.max_epochs if len(full) >= 2 else min((t.epochs for t in usable), default=0)
+    # trials that reached one budget, each by its best value within it.
+    if budget is None:
+        full = [t for t in usable if t.epochs >= exp.max_epochs]
+        budget = exp.max_epochs if len(full) >= 2 else common_budget(exp, metric)
     return [t for t in usable if t.epochs >= budget], budget
 
 
-def param_importances(exp: Experiment, metric: str, mode: str) -> Importances:
-    """The importance of each parameter that varied, by the first evaluator that runs here."""
+def param_importances(
+    exp: Experiment, metric: str, mode: str, budget: int | None = None
+) -> Importances:
+    """The importance of each parameter that varied among the trials compared at `budget`
+    (as `comparable_trials` picks it), by the first evaluator that runs here."""
     import optuna
 
-    compared, budget = comparable_trials(exp, metric)
+    compared, budget = comparable_trials(exp, metric, budget)
     if len(compared) < 2:
         return Importances(
             {}, f"needs 2 trials with {metric} at the same budget; there are {len(compared)}"
@@ -79,7 +96,9 @@ def param_importances(exp: Experiment, metric: str, mode: str) -> Importances:
         ]
     )
     how = f"{len(compared)} trials' best {metric} within {epochs_text(budget)}" + (
-        "" if budget == exp.max_epochs else " (the budget every trial reached)"
+        " (the budget every trial reached)"
+        if budget < exp.max_epochs and budget == common_budget(exp, metric)
+        else ""
     )
     failures = []
     # fANOVA and mean decrease impurity fit scikit-learn forests (their constructors import
@@ -99,5 +118,5 @@ def param_importances(exp: Experiment, metric: str, mode: str) -> Importances:
             failures.append(f"{name}: {exc}")
             continue
         fallback = f"; fANOVA failed: {failures[0]}" if failures else ""
-        return Importances(values, f"{name} over {how}{fallback}", study, evaluator)
+        return Importances(values, f"{name} over {how}{fallback}", budget, study, evaluator)
     return Importances({}, "; ".join(failures))

@@ -26,14 +26,14 @@ from ecab_tune.reporting.document import (
     to_html,
     to_markdown,
 )
-from ecab_tune.reporting.importance import param_importances
+from ecab_tune.reporting.importance import common_budget, comparable_trials, param_importances
 from ecab_tune.reporting.trials import Experiment, TrialRecord, ranked
 from ecab_tune.search.config import SearchConfig, resume_command
 from ecab_tune.search.results import TOP_TRIALS, TrialRow, params_text, trial_table
 from ecab_tune.search.space import ATTN_PREFIX
 
 # What a README shows of a search: which parameters mattered, and how the fusion variants did.
-README_FIGURES = ("importances.png", "parallel_coordinates.png")
+README_FIGURES = ("importances.png", "importances_every_trial.png", "parallel_coordinates.png")
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,26 @@ def plot_history(exp: Experiment, cfg: ReportConfig) -> Plot:
     return Plot(title, file, True, "each trial's best value, trials in the order they started")
 
 
-def plot_importances(exp: Experiment, cfg: ReportConfig) -> Plot:
+def plot_importances(exp: Experiment, cfg: ReportConfig, *, every_trial: bool = False) -> Plot:
+    """At the full budget (the few trials ASHA let finish: what sets the best apart), or with
+    `every_trial` at the budget all of them reached (the whole space, early in training)."""
     title, file = "Parameter importances", "importances.png"
-    importances = param_importances(exp, cfg.metric, cfg.mode)
+    budget = None
+    if every_trial:
+        title, file = "Parameter importances, every trial", "importances_every_trial.png"
+        budget = common_budget(exp, cfg.metric)
+        if budget in (0, comparable_trials(exp, cfg.metric)[1]):
+            return _skipped(cfg, title, file, "the trials above are every trial")
+    importances = param_importances(exp, cfg.metric, cfg.mode, budget)
     if not importances.values:
         return _skipped(cfg, title, file, importances.how)
+    n, budget = len(importances.study.trials), epochs_text(importances.budget)
     plots.param_importances(
-        importances.study, importances.evaluator, cfg.out / file, target_name=cfg.metric
+        importances.study,
+        importances.evaluator,
+        cfg.out / file,
+        target_name=cfg.metric,
+        title=f"{title}: {n} trials at {budget}",
     )
     return Plot(title, file, True, importances.how)
 
@@ -224,6 +237,7 @@ def draw_figures(exp: Experiment, cfg: ReportConfig) -> list[Plot]:
     return [
         plot_history(exp, cfg),
         plot_importances(exp, cfg),
+        plot_importances(exp, cfg, every_trial=True),
         plot_curves(exp, cfg),
         plot_fusion_variants(exp, cfg),
         *training_cost_plots(exp, cfg),

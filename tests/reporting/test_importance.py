@@ -18,6 +18,19 @@ def test_full_budget_trials_are_compared_at_the_full_budget(tmp_path):
     assert importances.how.startswith("FanovaImportanceEvaluator over 3 trials' best val_acc")
 
 
+def test_every_trial_is_compared_at_the_budget_all_of_them_reached(tmp_path):
+    exp = load_experiment(make_experiment(tmp_path, TRIALS))
+    # f6 diverged; c3 was stopped after its first epoch, so every other trial counts its first.
+    importances = param_importances(exp, "val_acc", "max", budget=1)
+    assert importances.how.startswith(
+        "FanovaImportanceEvaluator over 5 trials' best val_acc within 1 epoch (the budget every "
+        "trial reached)"
+    )
+    assert importances.budget == 1
+    values = {t.params["lr"]: t.value for t in importances.study.trials}
+    assert values == {0.10: 0.70, 0.20: 0.72, 0.30: 0.65, 0.06: 0.74, 0.15: 0.69}
+
+
 def test_without_scikit_learn_importances_fall_back_to_ped_anova(tmp_path):
     # The deployed image has no scikit-learn: fANOVA and mean decrease impurity cannot run.
     exp = make_experiment(tmp_path, TRIALS)

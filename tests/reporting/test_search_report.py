@@ -146,7 +146,10 @@ def test_the_readme_block_is_rebuilt_and_nothing_else_in_the_file_changes(tmp_pa
     assert "### Best trial" in text and "- Trial: b2" in text and "test_acc 0.9000" in text
     assert "### Top 6 trials by best val_acc" in text and "| 1 | b2 |" in text
     links = re.findall(r"\]\(([^)]+)\)", text)
-    figures = ["../results/importances.png", "../results/parallel_coordinates.png"]
+    figures = [
+        f"../results/{name}.png"
+        for name in ("importances", "importances_every_trial", "parallel_coordinates")
+    ]
     assert links == [*figures, "../results/report.md"]
     assert all((readme.parent / link).is_file() for link in links)
 
