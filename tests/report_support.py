@@ -12,6 +12,7 @@ from ecab_tune.experiment import PARAMS_FILE, RESULT_FILE, SUMMARY_FILE, TRIAL_P
 FIGURES = (
     "history.png",
     "importances.png",
+    "importances_every_trial.png",
     "intermediate_values.png",
     "parallel_coordinates.png",
     "cost_epochs.png",

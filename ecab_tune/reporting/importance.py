@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecab_tune.experiment import DIVERGED, ERRORED
+from ecab_tune.experiment import DIVERGED, ENDED, ERRORED
 from ecab_tune.reporting.document import epochs_text
 from ecab_tune.reporting.optuna_studies import quiet_study
 from ecab_tune.reporting.trials import Experiment, TrialRecord
@@ -37,8 +37,11 @@ def _distribution(values: Sequence[Any], declared: Param | None) -> Any:
 
 
 def common_budget(exp: Experiment, metric: str) -> int:
-    """The epochs every trial that can be ranked reached (0: none can)."""
-    return min((t.epochs for t in _usable(exp, metric)), default=0)
+    """The epochs every trial that can be ranked reached (0: none can); while the search runs,
+    every one that ended (a trial that just started would hold the budget at 1)."""
+    usable = _usable(exp, metric)
+    ended = [t for t in usable if t.status in ENDED] or usable
+    return min((t.epochs for t in ended), default=0)
 
 
 def _usable(exp: Experiment, metric: str) -> list[TrialRecord]:
@@ -96,7 +99,7 @@ def param_importances(
         ]
     )
     how = f"{len(compared)} trials' best {metric} within {epochs_text(budget)}" + (
-        " (the budget every trial reached)"
+        " (reached by every trial that ended)"
         if budget < exp.max_epochs and budget == common_budget(exp, metric)
         else ""
     )

@@ -336,6 +336,45 @@ def top_table(exp: Experiment, cfg: ReportConfig) -> list[Block]:
     return [Heading(2, f"Top {len(rows)} trials by best {cfg.metric}"), Table(header, tuple(cells))]
 
 
+def options_table(exp: Experiment, cfg: ReportConfig) -> list[Block]:
+    """Each value of each attention option: how the trials that took it did within the budget
+    every trial reached, and how many went on to the full budget, with the best there."""
+    common = common_budget(exp, cfg.metric)
+    compared = comparable_trials(exp, cfg.metric, common)[0] if common else []
+    names = sorted({n for t in compared for n in t.params if n.startswith(ATTN_PREFIX)})
+    if not names:
+        return []
+    pick = max if cfg.mode == "max" else min
+    rows = []
+    for name in names:
+        for value in sorted({t.params[name] for t in compared if name in t.params}, key=str):
+            took = [t for t in compared if name in t.params and t.params[name] == value]
+            early = [t.best(cfg.metric, cfg.mode, upto=common) for t in took]
+            full = [t.best(cfg.metric, cfg.mode) for t in took if t.epochs >= exp.max_epochs]
+            rows.append(
+                (
+                    name.removeprefix(ATTN_PREFIX), str(value), str(len(took)),
+                    cell(sum(early) / len(early)), cell(pick(early)),
+                    str(len(full)), cell(pick(full)) if full else "-",
+                )
+            )  # fmt: skip
+    at, full_at = epochs_text(common), epochs_text(exp.max_epochs)
+    header = (
+        "option", "value", "trials", f"mean within {at}", f"best within {at}",
+        f"ran {full_at}", f"best within {full_at}",
+    )  # fmt: skip
+    return [
+        Heading(2, "Attention options"),
+        Paragraph(
+            f"Best {cfg.metric} of the trials that took each value. The sampler chose the "
+            "values and ASHA chose which trials went on, so the groups differ in size and in "
+            "their other parameters: this describes the search, it is not a controlled "
+            "comparison."
+        ),
+        Table(header, tuple(rows)),
+    ]
+
+
 def figures(drawn: Sequence[Plot]) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Figures")]
     for plot in drawn:
@@ -348,7 +387,8 @@ def figures(drawn: Sequence[Plot]) -> list[Block]:
 
 
 def build_document(exp: Experiment, cfg: ReportConfig, drawn: Sequence[Plot]) -> list[Block]:
-    blocks = overview(exp, cfg) + best_section(exp, cfg) + top_table(exp, cfg) + figures(drawn)
+    blocks = overview(exp, cfg) + best_section(exp, cfg) + top_table(exp, cfg)
+    blocks += options_table(exp, cfg) + figures(drawn)
     if exp.notes:
         blocks += [Heading(2, "Notes"), Bullets(exp.notes)]
     return blocks
@@ -363,7 +403,7 @@ def readme_section(exp: Experiment, cfg: ReportConfig, drawn: Sequence[Plot], re
     level down, and the figures that say what mattered, linked from where the README is."""
     where = readme.parent
     blocks = overview(exp, cfg)[1:]  # the README has its own title
-    for block in best_section(exp, cfg) + top_table(exp, cfg):
+    for block in best_section(exp, cfg) + top_table(exp, cfg) + options_table(exp, cfg):
         blocks.append(Heading(block.level + 1, block.text) if isinstance(block, Heading) else block)
     for plot in drawn:
         if plot.drawn and plot.file in README_FIGURES:

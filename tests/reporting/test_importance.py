@@ -5,7 +5,7 @@ import sys
 
 from report_support import TRIALS, assert_valid_png, make_experiment
 
-from ecab_tune.reporting.importance import comparable_trials, param_importances
+from ecab_tune.reporting.importance import common_budget, comparable_trials, param_importances
 from ecab_tune.reporting.trials import load_experiment
 
 
@@ -23,8 +23,8 @@ def test_every_trial_is_compared_at_the_budget_all_of_them_reached(tmp_path):
     # f6 diverged; c3 was stopped after its first epoch, so every other trial counts its first.
     importances = param_importances(exp, "val_acc", "max", budget=1)
     assert importances.how.startswith(
-        "FanovaImportanceEvaluator over 5 trials' best val_acc within 1 epoch (the budget every "
-        "trial reached)"
+        "FanovaImportanceEvaluator over 5 trials' best val_acc within 1 epoch (reached by every "
+        "trial that ended)"
     )
     assert importances.budget == 1
     values = {t.params["lr"]: t.value for t in importances.study.trials}
@@ -46,3 +46,13 @@ def test_without_scikit_learn_importances_fall_back_to_ped_anova(tmp_path):
     note = report.split("### Parameter importances")[1].split("###")[0]
     assert "PedAnovaImportanceEvaluator over" in note and "fANOVA failed" in note
     assert_valid_png(exp / "report" / "importances.png")
+
+
+def test_a_trial_that_just_started_does_not_hold_the_common_budget_down(tmp_path):
+    trials = {k: v for k, v in TRIALS.items() if k != "c3"}  # without the 1-epoch stopped trial
+    trials["g7"] = (("sum", "block", 0.12, 3e-4), [0.5], "cut")  # running, 1 epoch so far
+    exp = load_experiment(make_experiment(tmp_path, trials))
+    assert common_budget(exp, "val_acc") == 3  # a1, b2, e5 ended; d4, g7 still run
+    trials["g7"] = (("sum", "block", 0.12, 3e-4), [0.5], "done")  # stopped after 1 epoch
+    exp = load_experiment(make_experiment(tmp_path / "ended", trials))
+    assert common_budget(exp, "val_acc") == 1

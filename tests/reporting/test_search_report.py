@@ -46,6 +46,22 @@ def test_partial_report_names_the_best_trial_and_draws_every_figure(tmp_path):
         assert_valid_png(exp / "report" / name)
 
 
+def test_each_attention_option_s_values_are_set_side_by_side(tmp_path):
+    exp = make_experiment(tmp_path, TRIALS)
+    assert main([str(exp)]) == 0
+    table = (exp / "report" / "report.md").read_text().split("## Attention options")[1]
+    # c3 ran 1 epoch, so every trial is scored within 1; f6 diverged and is left out. sum: a1
+    # (0.70, on to 3 epochs: 0.86) and d4 (0.74); concat: b2 (0.72, 0.91), c3 (0.65), e5 (0.69,
+    # 0.88).
+    assert "| fusion | concat | 3 | 0.6867 | 0.7200 | 2 | 0.9100 |" in table
+    assert "| fusion | sum | 2 | 0.7200 | 0.7400 | 1 | 0.8600 |" in table
+    assert "| layers | stage | 1 | 0.6500 | 0.6500 | 0 | - |" in table
+    assert (
+        "| option | value | trials | mean within 1 epoch | best within 1 epoch | ran 3 epochs |"
+        in (table)
+    )
+
+
 def test_the_cost_fronts_name_their_members(tmp_path):
     # Full budget: a1 (sum: fewer MACs, 0.86), b2 and e5 (concat; 0.91, 0.88); latency 0.8 + lr.
     exp = make_experiment(tmp_path, TRIALS)
