@@ -74,24 +74,24 @@ def plot_history(exp: Experiment, cfg: ReportConfig) -> Plot:
 
 def plot_importances(exp: Experiment, cfg: ReportConfig, *, every_trial: bool = False) -> Plot:
     """At the full budget (the few trials ASHA let finish: what sets the best apart), or with
-    `every_trial` at the budget all of them reached (the whole space, early in training)."""
+    `every_trial` at the budget all that ended reached (the whole space, early in training)."""
     title, file = "Parameter importances", "importances.png"
     budget = None
     if every_trial:
         title, file = "Parameter importances, every trial", "importances_every_trial.png"
         budget = common_budget(exp, cfg.metric)
-        if budget in (0, comparable_trials(exp, cfg.metric)[1]):
-            return _skipped(cfg, title, file, "the trials above are every trial")
+        if budget and budget == comparable_trials(exp, cfg.metric)[1]:
+            return _skipped(cfg, title, file, "the figure above compares every trial already")
     importances = param_importances(exp, cfg.metric, cfg.mode, budget)
     if not importances.values:
         return _skipped(cfg, title, file, importances.how)
-    n, budget = len(importances.study.trials), epochs_text(importances.budget)
+    n, within = len(importances.study.trials), epochs_text(importances.budget)
     plots.param_importances(
         importances.study,
         importances.evaluator,
         cfg.out / file,
         target_name=cfg.metric,
-        title=f"{title}: {n} trials at {budget}",
+        title=f"{title}: {n} trials within {within}",
     )
     return Plot(title, file, True, importances.how)
 
@@ -338,7 +338,7 @@ def top_table(exp: Experiment, cfg: ReportConfig) -> list[Block]:
 
 def options_table(exp: Experiment, cfg: ReportConfig) -> list[Block]:
     """Each value of each attention option: how the trials that took it did within the budget
-    every trial reached, and how many went on to the full budget, with the best there."""
+    every ended trial reached, and how many went on to the full budget, with the best there."""
     common = common_budget(exp, cfg.metric)
     compared = comparable_trials(exp, cfg.metric, common)[0] if common else []
     names = sorted({n for t in compared for n in t.params if n.startswith(ATTN_PREFIX)})

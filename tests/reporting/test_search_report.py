@@ -115,6 +115,17 @@ def test_one_trial_skips_importances(tmp_path):
     assert_valid_png(exp / "report" / "best_learning_curve.png")
 
 
+def test_trials_that_all_ran_the_full_budget_get_one_importance_figure(tmp_path):
+    exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "b2", "e5")})  # FIFO-like
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "3 trials' best val_acc within 3 epochs" in section(report, "Parameter importances")
+    assert "Skipped: the figure above compares every trial already." in section(
+        report, "Parameter importances, every trial"
+    )
+    assert not (exp / "report" / "importances_every_trial.png").exists()
+
+
 def test_the_model_cost_front_is_skipped_for_trials_that_never_reported_macs(tmp_path):
     exp = make_experiment(tmp_path, TRIALS)
     for folder in trial_folders(exp):
