@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ecab_tune.reporting.baselines import StudyError, load_baselines
 from ecab_tune.reporting.document import check_block
-from ecab_tune.reporting.search_report import ReportConfig, readme_tag, write_report
+from ecab_tune.reporting.search_figures import ReportConfig
+from ecab_tune.reporting.search_report import readme_tag, write_report
 from ecab_tune.reporting.trials import ExperimentError, load_experiment
 
 REPORT_DIR = "report"
