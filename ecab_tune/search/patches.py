@@ -22,9 +22,13 @@
    experiment folder's version back over the staging one, which loses the rows written since
    the last copy (seen: a trial that crashed in epoch 2 kept only epochs 2 and 3). `JsonLogger`
    and `CsvLogger` copy it back only for a driver that has no file of its own (`--resume`).
+7. `Tuner.restore` brings back the callbacks pickled when the search began: objects of that
+   day's code (a resume under newer code crashed on one, and kept Tune's loggers of 6.).
+   `restore_tuner` runs this driver's instead, built from the same stored config.
 
-These reach into private attributes of `OptunaSearch`, `AsyncHyperBandScheduler` and Optuna's
-storage: tested with ray 2.60 and optuna 5.0, the minor releases pyproject.toml bounds them to.
+These reach into private attributes of `OptunaSearch`, `AsyncHyperBandScheduler`, `Tuner` and
+Optuna's storage: tested with ray 2.60 and optuna 5.0, the minor releases pyproject.toml bounds
+them to.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from ray.tune import Tuner
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler
@@ -203,3 +208,13 @@ class JsonLogger(_KeepDriverRows, JsonLoggerCallback):
 
 class CsvLogger(_KeepDriverRows, CSVLoggerCallback):
     """Tune's progress.csv logger; a retried trial keeps every row (see 6. above)."""
+
+
+def restore_tuner(exp_dir: Path, trainable: Any, callbacks: list[Any]) -> Any:
+    """The search in `exp_dir`, resumed with its unfinished and errored trials, running
+    `callbacks` (see 7. above)."""
+    tuner = Tuner.restore(
+        str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+    )
+    tuner._local_tuner.get_run_config().callbacks = callbacks
+    return tuner

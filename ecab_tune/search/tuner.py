@@ -55,6 +55,7 @@ def build_tuner(
         CsvLogger,
         JsonLogger,
         ResumableASHA,
+        restore_tuner,
     )
     from ecab_tune.search.trainable import TrialSpec, run_trial
 
@@ -67,14 +68,7 @@ def build_tuner(
     # Ours replace Tune's default result.json/progress.csv loggers (patches.py, 6.).
     run_callbacks = [*(callbacks or []), *tracker_callbacks(cfg), JsonLogger(), CsvLogger()]
     if cfg.resume:
-        tuner = tune.Tuner.restore(
-            str(exp_dir), trainable=fn, resume_unfinished=True, resume_errored=True
-        )
-        # Tune brings back the callbacks pickled when the search began: objects of the code of
-        # that day (a resume under newer code crashed on one). This driver's, built from the
-        # same stored config, replace them.
-        tuner._local_tuner.get_run_config().callbacks = run_callbacks
-        return tuner
+        return restore_tuner(exp_dir, fn, run_callbacks)
     exp_dir.mkdir(parents=True, exist_ok=True)
     objectives = cfg.objective_list
     metric, mode = cfg.primary.metric, cfg.primary.mode
