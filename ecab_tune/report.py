@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--readme {exc}")
     path = write_report(exp, cfg, args.readme)
     also = f" and {args.readme}" if args.readme else ""
-    print(f"[report] {len(exp.trials)} trials -> {path}{also}", flush=True)
+    print(f"[report] {len(exp.trials)} trial folders read -> {path}{also}", flush=True)
     return 0
 
 

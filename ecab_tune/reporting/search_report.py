@@ -70,7 +70,7 @@ def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
 
 def compute_text(exp: Experiment) -> str:
     epochs = sum(t.epochs for t in exp.trials)
-    full = len(exp.trials) * exp.max_epochs
+    full = exp.planned * exp.max_epochs  # the trials asked for, made or not
     if not epochs:
         return "Compute: no epoch trained yet"
     hours = sum(t.wall_seconds for t in exp.trials) / 3600

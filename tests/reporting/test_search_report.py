@@ -210,4 +210,4 @@ def test_a_running_search_reads_its_budget_and_space_from_search_json(tmp_path):
         "Trials: 6 (0 finished, 3 stopped early, 0 diverged, 0 errored, 3 pending, 0 running)"
         in (report)
     )
-    assert "Compute: 7 epochs trained, 0.35x of every trial's full budget (20)" in report
+    assert "Compute: 7 epochs trained, 0.23x of every trial's full budget (30)" in report
