@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ValueError, SpaceError, DatasetNotFoundError) as exc:
         parser.error(str(exc))
+    if outcome.last_word is not None:
+        import ray
+
+        ray.shutdown()
+        print(outcome.last_word, flush=True)
     return outcome.exit_code
 
 

@@ -32,6 +32,9 @@ class Outcome:
     best: dict[str, Any] | None
     table: list[TrialRow]  # best first
     interrupted_by: int | None = None  # the signal that stopped the search early
+    # The line to print last (how to resume), once Ray is down: its log lines, such as a
+    # raylet's disk warning, would otherwise land after it.
+    last_word: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -77,13 +80,13 @@ def run_search(
         except KeyboardInterrupt:
             # A second Ctrl-C, or one outside the trials (loading data, exporting).
             exp_dir = cfg.experiment_dir
-            print(
+            word = (
                 f"\ninterrupted: resume with {resume_command(cfg)}"
                 if (exp_dir / "tuner.pkl").is_file()
-                else "\ninterrupted before the search started: nothing to resume",
-                flush=True,
+                else "\ninterrupted before the search started: nothing to resume"
             )
-            return Outcome(exp_dir, None, None, [], received[0] if received else signal.SIGINT)
+            signum = received[0] if received else signal.SIGINT
+            return Outcome(exp_dir, None, None, [], signum, word)
 
 
 def _search(
@@ -185,5 +188,6 @@ def conclude(
     (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     if not unfinished:
         return Outcome(exp_dir, best_dir, best, table)
-    print(f"interrupted: resume with {resume_command(cfg)}", flush=True)
-    return Outcome(exp_dir, best_dir, best, table, received[0] if received else signal.SIGINT)
+    signum = received[0] if received else signal.SIGINT
+    word = f"interrupted: resume with {resume_command(cfg)}"
+    return Outcome(exp_dir, best_dir, best, table, signum, word)
