@@ -44,7 +44,15 @@ def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
             "killed; everything below covers the trials recorded so far."
         )
     elif exp.partial:
-        resume = resume_command(SearchConfig(name=exp.path.name, storage=str(exp.path.parent)))
+        # The search's own words (a report of a --snapshot copy names the real experiment).
+        said = exp.summary.get("search") or {}
+        resume = resume_command(
+            SearchConfig(
+                name=said.get("name", exp.path.name),
+                storage=said.get("storage", str(exp.path.parent)),
+                snapshot=said.get("snapshot"),
+            )
+        )
         state = (
             f"Interrupted experiment: `{resume}` continues it; everything below covers the "
             "trials recorded so far."

@@ -95,6 +95,13 @@ class SearchConfig:
         default=None,
         metadata=option_help("an earlier experiment folder whose fitting trials seed this study"),
     )
+    snapshot: str | None = field(
+        default=None,
+        metadata=option_help(
+            "keep a copy of the search's state here, small enough to commit, written when it "
+            "stops; with --resume where the experiment folder is missing, continue from it"
+        ),
+    )
     tracker: Literal["none", "tensorboard", "mlflow"] = field(
         default="none",
         metadata=option_help(
@@ -163,7 +170,7 @@ def space_data(space: SearchSpace, **given: Any) -> DataConfig:
 # (its output settings too: progress interval and verbosity).
 RUNTIME_KEYS = (
     "name", "storage", "resume", "address", "dashboard", "cpus_per_trial", "gpus_per_trial",
-    "max_concurrent", "export_partial",
+    "max_concurrent", "export_partial", "snapshot",
 )  # fmt: skip
 
 
@@ -189,4 +196,6 @@ def resume_command(cfg: SearchConfig) -> str:
     words = ["python", "-m", "ecab_tune.search", "--name", str(cfg.name)]
     if cfg.storage != default_storage:
         words += ["--storage", cfg.storage]
+    if cfg.snapshot is not None:
+        words += ["--snapshot", cfg.snapshot]
     return shlex.join([*words, "--resume"])

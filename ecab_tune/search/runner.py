@@ -21,6 +21,7 @@ from ecab_tune.interrupts import sigterm_as_sigint
 from ecab_tune.search.config import SearchConfig, resume_command, stored_config
 from ecab_tune.search.export import export_best, export_pareto
 from ecab_tune.search.results import TrialRow, format_table, summarize, tally
+from ecab_tune.search.snapshot import RESUMABLE, needed_checkpoints, restore_snapshot, save_snapshot
 from ecab_tune.search.space import SearchSpace, load_space
 from ecab_tune.search.tuner import build_tuner, check_tracker, tune_settings
 
@@ -46,8 +47,8 @@ class Outcome:
 def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
     """The fully specified config and its space; a resumed search's come from its folder."""
     if cfg.resume:
-        if not (cfg.experiment_dir / "tuner.pkl").is_file():
-            raise ValueError(f"--resume: no experiment to continue at {cfg.experiment_dir}")
+        if not (cfg.experiment_dir / RESUMABLE).is_file():
+            restore_experiment(cfg)
         cfg = stored_config(cfg)
     space = load_space(cfg.space)
     cfg = cfg.resolved(space)
@@ -64,6 +65,17 @@ def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
         check_compatible(load_old_trials(old_dir)[0], space, old_dir)
         cfg = dataclasses.replace(cfg, warm_start=str(old_dir))
     return cfg, space
+
+
+def restore_experiment(cfg: SearchConfig) -> None:
+    """--resume where the experiment folder is missing (another machine): from --snapshot."""
+    exp_dir = cfg.experiment_dir
+    if cfg.snapshot is None:
+        raise ValueError(f"--resume: no experiment to continue at {exp_dir} (and no --snapshot)")
+    if exp_dir.exists():  # a folder without Ray's state: never overwrite what someone left
+        raise ValueError(f"--resume: {exp_dir} exists but holds no experiment to continue")
+    restore_snapshot(Path(cfg.snapshot), exp_dir)
+    print(f"[search] restored {exp_dir} from the snapshot {cfg.snapshot}", flush=True)
 
 
 def run_search(
@@ -186,6 +198,16 @@ def conclude(
         "search": to_dict(cfg),
     }
     (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    if cfg.snapshot is not None:
+        keep = needed_checkpoints(
+            table, cfg.primary.mode, several_objectives=len(cfg.objective_list) > 1
+        )
+        files, size = save_snapshot(exp_dir, Path(cfg.snapshot), keep)
+        print(
+            f"[search] snapshot: {files} files, {size / 2**20:.1f} MiB (checkpoints of "
+            f"{len(keep)} trial(s)) -> {cfg.snapshot}",
+            flush=True,
+        )
     if not unfinished:
         return Outcome(exp_dir, best_dir, best, table)
     signum = received[0] if received else signal.SIGINT

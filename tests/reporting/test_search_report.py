@@ -154,6 +154,13 @@ def test_an_interrupted_search_reads_as_interrupted_in_the_searchs_own_words(tmp
     assert "Interrupted experiment" in report
     assert f"`python -m ecab_tune.search --name exp --storage {tmp_path} --resume`" in report
     assert "2 (1 finished, 0 stopped early, 0 diverged, 0 errored, 1 interrupted," in report
+    # A report of a snapshot names the experiment the search itself names.
+    said = {"name": "real", "storage": "runs", "snapshot": "state/real"}
+    summary["search"].update(said)
+    (exp / "summary.json").write_text(json.dumps(summary))
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "`python -m ecab_tune.search --name real --snapshot state/real --resume`" in report
 
 
 def test_the_readme_block_is_rebuilt_and_nothing_else_in_the_file_changes(tmp_path):

@@ -224,13 +224,39 @@ def test_every_epoch_reaches_optuna_once_even_across_a_resume(interrupted):
 
 @pytest.mark.slow
 @needs_fmnist
-def test_sigterm_exits_143_and_export_partial_says_so(tmp_path):
-    exp = tmp_path / "exp"
-    args = quick_args(tmp_path, "--export-partial")
+def test_sigterm_exits_143_and_the_snapshot_resumes_on_another_machine(tmp_path, uninterrupted):
+    exp, snap = tmp_path / "exp", tmp_path / "snapshot"
+    args = quick_args(tmp_path, "--export-partial", "--snapshot", str(snap))
     code = signal_mid_trial(args, exp, tmp_path / "out.log", signal.SIGTERM, QUICK_EPOCHS)
     lines = (tmp_path / "out.log").read_text().splitlines()
     assert code == 143, "\n".join(lines[-30:])
-    assert lines[-1].startswith("interrupted: resume with python -m ecab_tune.search --name exp")
+    assert lines[-1] == (
+        f"interrupted: resume with python -m ecab_tune.search --name exp --storage {tmp_path} "
+        f"--snapshot {snap} --resume"
+    )
     meta = json.loads((exp / "best" / "meta.json").read_text())
     assert meta["extra"]["partial"] is True
     assert meta["extra"]["status"] == experiment.INTERRUPTED
+
+    # Every trial's results; checkpoints only of the interrupted trial and the best ended one.
+    statuses = {
+        t["trial_id"]: t["status"]
+        for t in json.loads((snap / "summary.json").read_text())["trials"]
+    }
+    kept = {p.parent.name.removeprefix("trial_") for p in snap.glob("trial_*/checkpoint_*")}
+    interrupted = {t for t, s in statuses.items() if s == experiment.INTERRUPTED}
+    ended = {t for t, s in statuses.items() if s in experiment.ENDED}
+    assert interrupted and interrupted <= kept and len(kept - interrupted) == min(len(ended), 1)
+    assert {p.parent.name for p in snap.glob("trial_*/result.json")} == {
+        p.parent.name for p in exp.glob("trial_*/result.json")
+    }
+    assert not (snap / "best").exists()
+
+    # Another machine: nothing but the snapshot, under another storage folder.
+    elsewhere = tmp_path / "elsewhere"
+    resumed = [*quick_args(elsewhere, "--snapshot", str(snap)), "--resume"]
+    code = run_driver(resumed, tmp_path / "resumed.log")
+    lines = (tmp_path / "resumed.log").read_text().splitlines()
+    assert code == 0, "\n".join(lines[-30:])
+    assert f"[search] restored {elsewhere / 'exp'} from the snapshot {snap}" in lines
+    assert best_params(elsewhere / "exp") == best_params(uninterrupted[0])
