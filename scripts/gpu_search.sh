@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A search on a GPU for a fixed time slot (a lent machine, a spot instance): where runs/<name> is
+# absent it is restored from the committed snapshot, the search resumes with GPUS_PER_TRIAL of
+# the GPU per trial (AMP and channels_last, as on any CUDA trial), and SIGTERM stops it at the
+# deadline, which makes it write its snapshot again. Into OUT go the log and the snapshot
+# (snapshot.tgz.*, 15 MB pieces) to carry back and commit or resume elsewhere.
+#
+#   bash scripts/gpu_search.sh OUT [SECONDS=480] [GPUS_PER_TRIAL=0.25] [NAME=bridge-search]
+#
+# The snapshot is benchmarks/state/<name>. Set DATA_DIR where the dataset is not under data/
+# (a resumed search keeps the data folder it started with, so data/ is linked to it).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: gpu_search.sh OUT [SECONDS] [GPUS_PER_TRIAL] [NAME]}
+SLOT=${2:-480}
+GPUS=${3:-0.25}
+NAME=${4:-bridge-search}
+SNAPSHOT=benchmarks/state/$NAME
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+T0=$SECONDS
+say() { echo "[gpu_search +$((SECONDS - T0))s] $*"; }
+mkdir -p "$OUT"
+if [ "$GPUS" != 0 ]; then
+    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+        || { say "no usable GPU: nothing to do"; exit 1; }
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+fi
+if [ -n "${DATA_DIR:-}" ] && [ ! -e data ]; then ln -s "$DATA_DIR" data; fi
+
+say "search $NAME: $GPUS GPU per trial, until +${SLOT}s"
+"$PY" -m ecab_tune.search --name "$NAME" --snapshot "$SNAPSHOT" --resume \
+    --gpus-per-trial "$GPUS" --no-dashboard > "$OUT/search.log" 2>&1 &
+RUN=$!
+while kill -0 "$RUN" 2>/dev/null && [ $((SECONDS - T0)) -lt "$SLOT" ]; do sleep 2; done
+kill -TERM "$RUN" 2>/dev/null
+wait "$RUN"
+say "search exit $? (0: it ended; 143: stopped at the deadline, resumable)"
+tail -n 3 "$OUT/search.log"
+tar czf - "$SNAPSHOT" | split -b 15m - "$OUT/snapshot.tgz."
+ls -la "$OUT"
