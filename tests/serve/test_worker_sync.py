@@ -16,12 +16,16 @@ def test_workers_agree_on_concurrent_reloads_and_report_a_failed_follow(
 ) -> None:
     """Two workers' services in one event loop, sharing a state folder as --workers do."""
 
+    import serve.heartbeat
     import serve.service
     import serve.worker_sync
     from serve.metrics import Metrics
     from serve.service import Service
 
     monkeypatch.setattr(serve.worker_sync, "POLL_S", 0.05)
+    # Beats 5x as often as a beat goes stale, as in the service (3x): with the real 1 s beat a
+    # 0.5 s staleness made a worker's readiness depend on when in its beat it was read.
+    monkeypatch.setattr(serve.heartbeat, "INTERVAL_S", 0.1)
     monkeypatch.setattr(serve.service, "STALE_S", 0.5)
     state = under_root / "state"
     state.mkdir()
