@@ -88,7 +88,8 @@ class TrainConfig:
         default=True, metadata=option_help("channels_last memory (CUDA only)")
     )
     compile: bool = field(
-        default=False, metadata=option_help("torch.compile the model (same outputs, fused kernels)")
+        default=False,
+        metadata=option_help("CUDA: torch.compile the model (same outputs, fused kernels)"),
     )
     cuda_graphs: bool = field(
         default=False,

@@ -79,9 +79,12 @@ class Trainer:
         self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = model.to(device, memory_format=self._memory_format)
         # The compiled module shares the model's parameters: state_dict and checkpoints stay
-        # the model's own. No gain measured on this project's CPU; for GPUs, where a ResNet-20
-        # step is launch-bound, fused kernels are the point.
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        # the model's own. CUDA only, where a ResNet-20 step is launch-bound and fused kernels
+        # are the point. On CPU it gained nothing here, and Inductor's CPU backward (torch
+        # 2.14.1, AMD EPYC) gave a 1x1 stride-2 conv's weight gradient that changed from call
+        # to call (up to 4 % off) and corrupted the heap ("corrupted size vs. prev_size").
+        self.compiled = cfg.compile and device.type == "cuda"
+        self.forward = torch.compile(self.model) if self.compiled else self.model
         # bf16 has fp32's range, so only fp16 needs loss scaling.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.cuda_graphs = cfg.cuda_graphs and device.type == "cuda"

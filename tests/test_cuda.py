@@ -227,3 +227,23 @@ def test_a_ray_task_at_a_quarter_gpu_sees_one_device_and_one_without_stays_on_cp
         assert gpu_ids == [] and device == "cpu"
     finally:
         ray.shutdown()
+
+
+def test_compiled_training_matches_eager():
+    eager, compiled = trainer(1, "fp32"), trainer(1, "fp32", compile=True)
+    assert compiled.compiled and compiled.forward is not compiled.model
+    batch = next(iter(make_splits().train.images.split(32)))
+    images = ((batch.float() / 255 - 0.3) / 0.3).to(CUDA)
+    labels = (torch.arange(32) % 4).to(CUDA)
+    for _ in range(2):
+        loss_e, _ = eager.train_step(images, labels)
+        loss_c, _ = compiled.train_step(images, labels)
+        torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-4)
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        compiled.evaluate(compiled.splits.test),
+        eager.evaluate(eager.splits.test),
+        rtol=1e-4,
+        atol=1e-4,
+    )

@@ -85,22 +85,7 @@ def test_batch_larger_than_training_set_is_a_clear_error():
         Trainer(NanNet(), make_splits(), TrainConfig(batch_size=512), CPU)
 
 
-@pytest.mark.slow
-def test_compiled_training_matches_eager():
-    eager, compiled = tiny_trainer(epochs=1), tiny_trainer(epochs=1, compile=True)
-    assert compiled.forward is not compiled.model
-    batch = next(iter(make_splits().train.images.split(32)))
-    images = (batch.float() / 255 - 0.3) / 0.3
-    labels = torch.arange(32) % 4
-    for _ in range(2):
-        loss_e, _ = eager.train_step(images, labels)
-        loss_c, _ = compiled.train_step(images, labels)
-        torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-4)
-    for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(
-        compiled.evaluate(compiled.splits.test),
-        eager.evaluate(eager.splits.test),
-        rtol=1e-4,
-        atol=1e-4,
-    )
+def test_compile_is_left_out_on_the_cpu():
+    # Inductor's CPU backward gave changing gradients and a corrupted heap here (engine.py).
+    trainer = tiny_trainer(epochs=1, compile=True)
+    assert not trainer.compiled and trainer.forward is trainer.model
