@@ -13,9 +13,7 @@ cd "$(dirname "$0")/.."
 REPORT=${1:-benchmarks/results/gpu_check.md}
 THROUGHPUT=1
 [ "${2:-}" = "--no-throughput" ] && THROUGHPUT=0
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout, installed or not
+source scripts/gpu_env.sh
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$REPORT")"
@@ -32,7 +30,6 @@ step() {  # step TITLE COMMAND...: run it, append its output and exit status to 
 }
 
 has() { "$PY" -c "import $1" 2>/dev/null; }
-gpu() { "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; }
 
 step "versions" "$PY" - <<'PY'
 import platform, torch
@@ -52,7 +49,7 @@ command -v nvidia-smi >/dev/null && step "nvidia-smi" nvidia-smi
 
 step "cuda tests" "$PY" -m pytest -q -rs -m cuda -p no:cacheprovider tests/test_cuda.py
 
-if gpu; then
+if has_gpu; then
     step "CIFAR-10-format run with resume (resnet20+ecab, 2 epochs, then a 3rd resumed)" bash -c "
         '$PY' tests/synthetic.py --cifar10 '$WORK/cifar' --per-batch 400 &&
         '$PY' -m ecab_tune.train --dataset cifar10 --data-dir '$WORK/cifar' --attention ecab \

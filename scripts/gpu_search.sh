@@ -16,17 +16,9 @@ SLOT=${2:-480}
 GPUS=${3:-0.25}
 NAME=${4:-bridge-search}
 SNAPSHOT=benchmarks/state/$NAME
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-T0=$SECONDS
-say() { echo "[gpu_search +$((SECONDS - T0))s] $*"; }
+source scripts/gpu_env.sh
 mkdir -p "$OUT"
-if [ "$GPUS" != 0 ]; then
-    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-        || { say "no usable GPU: nothing to do"; exit 1; }
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-fi
+[ "$GPUS" = 0 ] || require_gpu
 if [ -n "${DATA_DIR:-}" ] && [ ! -e data ]; then ln -s "$DATA_DIR" data; fi
 
 say "search $NAME: $GPUS GPU per trial, until +${SLOT}s"

@@ -17,15 +17,9 @@ OUT=${1:?usage: gpu_study.sh OUT [SECONDS] [JOBS] [STUDY]}
 SLOT=${2:-540}
 JOBS=${3:-8}
 STUDY=${4:-studies/fmnist-resnet20.yaml}
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-T0=$SECONDS
-say() { echo "[gpu_study +$((SECONDS - T0))s] $*"; }
+source scripts/gpu_env.sh
 mkdir -p "$OUT"
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-    || { say "no usable GPU: nothing to do"; exit 1; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+require_gpu
 
 CUDA_TESTS=("$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py)
 GRAPHS=--cuda-graphs
