@@ -6,8 +6,9 @@
 
 config (what one search is), space + schema (the YAML space), tuner (the Tune configuration),
 trainable (one trial), patches (corrections to Ray's Optuna searcher and ASHA), runner (a
-search from start to exports), results (the trial table), export (best/ and pareto/), and
-objectives, pareto, warm_start, progress.
+search from start to exports), results (the trial table), export (best/ and pareto/),
+snapshot (the state that moves to another machine), and objectives, pareto, warm_start,
+progress.
 """
 
 from ecab_tune.search.config import SearchConfig

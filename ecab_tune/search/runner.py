@@ -94,7 +94,7 @@ def run_search(
             exp_dir = cfg.experiment_dir
             word = (
                 f"\ninterrupted: resume with {resume_command(cfg)}"
-                if (exp_dir / "tuner.pkl").is_file()
+                if (exp_dir / RESUMABLE).is_file()
                 else "\ninterrupted before the search started: nothing to resume"
             )
             signum = received[0] if received else signal.SIGINT
