@@ -7,8 +7,10 @@
 # Into OUT go runs.jsonl, the log and the partial checkpoints (partial.tgz.*, 15 MB pieces) to
 # carry back and resume elsewhere.
 #
-#   bash scripts/gpu_study.sh OUT [SECONDS=540] [JOBS=8] [STUDY=studies/fmnist-resnet20.yaml]
+#   bash scripts/gpu_study.sh OUT [SECONDS=540] [JOBS=8] [STUDY=studies/fmnist-resnet20.yaml] [ARGS...]
 #
+# ARGS go to `compare` as they are: `--only main` spends a short slot on runs that can finish
+# rather than on the 120-epoch convergence run (the spec's order is longest first).
 # The working tree must hold the study's committed runs.jsonl (else finished runs train again)
 # and, to resume them, runs/study-partial/<study>/. Set DATA_DIR where the dataset is elsewhere.
 set -uo pipefail
@@ -17,6 +19,7 @@ OUT=${1:?usage: gpu_study.sh OUT [SECONDS] [JOBS] [STUDY]}
 SLOT=${2:-540}
 JOBS=${3:-8}
 STUDY=${4:-studies/fmnist-resnet20.yaml}
+shift $(($# < 4 ? $# : 4))
 source scripts/gpu_env.sh
 mkdir -p "$OUT"
 require_gpu
@@ -37,7 +40,7 @@ if [ -n "$GRAPHS" ]; then
 fi
 say "study: ${GRAPHS:-eager} ${STREAMS:-processes}, $JOBS at once, until +${SLOT}s"
 "$PY" -m ecab_tune.compare "$STUDY" --jobs "$JOBS" --device cuda \
-    $GRAPHS $STREAMS ${DATA_DIR:+--data-dir "$DATA_DIR"} > "$OUT/study.log" 2>&1 &
+    $GRAPHS $STREAMS ${DATA_DIR:+--data-dir "$DATA_DIR"} "$@" > "$OUT/study.log" 2>&1 &
 RUN=$!
 # Every cuda test, beside the study (they check results, not speed): the GPU is not left idle.
 timeout 300 "${CUDA_TESTS[@]}" > "$OUT/cuda_tests.txt" 2>&1 &
