@@ -10,6 +10,7 @@ its own generator, derived from the seed and the gate's name.
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import torch
 from torch import nn
@@ -17,6 +18,9 @@ from torch import nn
 from ecab_tune.models.attention import AttentionModule
 
 _GATED = (AttentionModule,)
+# The global RNG is one per process: models built at once in threads (`compare --streams`)
+# would interleave their seeded draws and start from weights no seed gives.
+_GLOBAL_RNG = threading.Lock()
 
 
 def _derived_seed(seed: int, name: str) -> int:
@@ -48,7 +52,7 @@ def gate_names(model: nn.Module) -> list[str]:
 def init_weights(model: nn.Module, seed: int) -> nn.Module:
     """Initialise `model` in place from `seed` without touching the caller's RNG state."""
     gates = gate_names(model)
-    with torch.random.fork_rng(devices=[]):
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name, module in model.named_modules():
             if not _is_gate(name, gates):

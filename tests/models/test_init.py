@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from ecab_tune.models import create_model, init_hash
@@ -22,3 +24,16 @@ def test_one_seed_gives_every_variant_the_same_trunk():
     assert not torch.equal(
         create_model("resnet20", "se", seed=4).state_dict()[gate], again.state_dict()[gate]
     )
+
+
+def test_models_built_in_threads_at_once_are_initialised_as_alone():
+    # Runs in threads of one process (`compare --streams`) build their models at once, and the
+    # global RNG is one per process: unguarded, their seeded draws interleave.
+    seeds = range(6)
+    alone = {s: init_hash(create_model("resnet8", "ecab", seed=s)) for s in seeds}
+    for _ in range(3):
+        with ThreadPoolExecutor(len(seeds)) as pool:
+            built = dict(
+                zip(seeds, pool.map(lambda s: create_model("resnet8", "ecab", seed=s), seeds))
+            )
+        assert {s: init_hash(m) for s, m in built.items()} == alone
