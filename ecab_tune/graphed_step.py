@@ -26,8 +26,10 @@ import torch
 from torch import Tensor, nn
 
 WARMUP_STEPS = 3  # cuDNN picks its algorithms and the allocator settles before the capture
-# Runs in threads of one process (`compare --streams`) capture one at a time; each capture
-# forbids unsafe CUDA calls in its own thread only, so the other runs keep training meanwhile.
+# Runs in threads of one process (`compare --streams`) warm up and capture one at a time: a
+# capture forbids unsafe CUDA calls in its own thread only, so the other runs keep replaying
+# meanwhile, but another's warm-up (cuDNN's algorithm search synchronises the device)
+# invalidated it on an H100.
 _CAPTURE = threading.Lock()
 
 
@@ -66,17 +68,18 @@ class GraphedStep:
             optimizer.step()
             return loss.detach() * len(self.labels), (logits.argmax(1) == self.labels).sum()
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                optimizer.zero_grad(set_to_none=True)
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        optimizer.zero_grad(set_to_none=True)  # the capture allocates the grads it writes
         self.graph = torch.cuda.CUDAGraph()
-        with _CAPTURE, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.loss_sum, self.correct = step()
+        with _CAPTURE:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    optimizer.zero_grad(set_to_none=True)
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            optimizer.zero_grad(set_to_none=True)  # the capture allocates the grads it writes
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.loss_sum, self.correct = step()
         # Undo the warm-up, in place (the graph holds these tensors' addresses). Momentum that
         # did not exist before starts at zero: 0.9 * 0 + g is the eager first step's buffer g.
         with torch.no_grad():
