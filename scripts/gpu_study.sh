@@ -4,13 +4,15 @@
 # (benchmarks/gpu_sharing.py, which decides how the runs share the GPU), then the study's runs
 # until the slot ends, every `cuda` test running beside them. SIGTERM stops the study at the
 # deadline: runs in flight keep their last epoch.
-# Into OUT go runs.jsonl, the log and the partial checkpoints (partial.tgz.*, 15 MB pieces) to
-# carry back and resume elsewhere.
+# Into OUT go runs.jsonl (as each run finishes), the log and, at the end, the partial
+# checkpoints (partial.tgz.*, 15 MB pieces) to carry back and resume elsewhere. SECONDS counts
+# from the script's start: leave a minute of the call's limit for the stop and the packing.
 #
 #   bash scripts/gpu_study.sh OUT [SECONDS=540] [JOBS=8] [STUDY=studies/fmnist-resnet20.yaml] [ARGS...]
 #
-# ARGS go to `compare` as they are: `--only main` spends a short slot on runs that can finish
-# rather than on the 120-epoch convergence run (the spec's order is longest first).
+# ARGS go to `compare` as they are (not --out: the results are read from the study's folder):
+# `--only main` spends a short slot on runs that can finish rather than on the 120-epoch
+# convergence run (the spec's order is longest first).
 # The working tree must hold the study's committed runs.jsonl (else finished runs train again)
 # and, to resume them, runs/study-partial/<study>/. Set DATA_DIR where the dataset is elsewhere.
 set -uo pipefail
@@ -38,19 +40,24 @@ if [ -n "$GRAPHS" ]; then
             && STREAMS=--streams ;;
     esac
 fi
+NAME=$("$PY" -c "from ecab_tune.study.spec import load_spec; print(load_spec('$STUDY').name)")
+RESULTS=benchmarks/results/$NAME/runs.jsonl
 say "study: ${GRAPHS:-eager} ${STREAMS:-processes}, $JOBS at once, until +${SLOT}s"
 "$PY" -m ecab_tune.compare "$STUDY" --jobs "$JOBS" --device cuda \
     $GRAPHS $STREAMS ${DATA_DIR:+--data-dir "$DATA_DIR"} "$@" > "$OUT/study.log" 2>&1 &
 RUN=$!
 # Every cuda test, beside the study (they check results, not speed): the GPU is not left idle.
 timeout 300 "${CUDA_TESTS[@]}" > "$OUT/cuda_tests.txt" 2>&1 &
-while kill -0 "$RUN" 2>/dev/null && [ $((SECONDS - T0)) -lt "$SLOT" ]; do sleep 2; done
+# Each finished run reaches OUT as it lands: a call cut off at its limit still returns them.
+while kill -0 "$RUN" 2>/dev/null && [ $((SECONDS - T0)) -lt "$SLOT" ]; do
+    sleep 2
+    [ ! -f "$RESULTS" ] || cmp -s "$RESULTS" "$OUT/runs.jsonl" || cp "$RESULTS" "$OUT/"
+done
 kill -TERM "$RUN" 2>/dev/null
 wait "$RUN"
 say "study exit $? ($(grep -c '^\[study\] [0-9]' "$OUT/study.log") runs finished)"
 wait
 say "cuda tests: $(tail -1 "$OUT/cuda_tests.txt")"
-NAME=$("$PY" -c "from ecab_tune.study.spec import load_spec; print(load_spec('$STUDY').name)")
-cp "benchmarks/results/$NAME/runs.jsonl" "$OUT/" 2>/dev/null
+cp "$RESULTS" "$OUT/" 2>/dev/null
 tar czf - "runs/study-partial/$NAME" 2>/dev/null | split -b 15m - "$OUT/partial.tgz."
 ls -la "$OUT"
