@@ -188,6 +188,7 @@ def test_study_runs_as_threads_on_their_own_streams_train_as_runs_alone(tmp_path
     together = {row["arm"]: row for row in read_runs(tmp_path / "out")}
     assert set(together) == set(alone) and all(r["cuda_graphs"] for r in together.values())
     for arm, row in alone.items():  # a run that saw another's batches would be far off
+        assert together[arm]["init_hash"] == row["init_hash"], arm  # built alike in threads
         assert together[arm]["val_acc"] == pytest.approx(row["val_acc"], abs=2e-3), arm
         assert together[arm]["test_acc_curve"] == pytest.approx(row["test_acc_curve"], abs=2e-3)
 
@@ -229,7 +230,10 @@ def test_a_ray_task_at_a_quarter_gpu_sees_one_device_and_one_without_stays_on_cp
         ray.shutdown()
 
 
-def test_compiled_training_matches_eager():
+def test_compiled_training_matches_eager(monkeypatch):
+    # The same function, compared in full fp32: with TF32 convolutions (PyTorch's default) the
+    # two were up to 3e-4 apart after two steps on an H100 (fused kernels round differently).
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     eager, compiled = trainer(1, "fp32"), trainer(1, "fp32", compile=True)
     assert compiled.compiled and compiled.forward is not compiled.model
     batch = next(iter(make_splits().train.images.split(32)))
