@@ -19,8 +19,9 @@ from ecab_tune.models.attention import AttentionModule
 
 _GATED = (AttentionModule,)
 # The global RNG is one per process: models built at once in threads (`compare --streams`)
-# would interleave their seeded draws and start from weights no seed gives.
-_GLOBAL_RNG = threading.Lock()
+# would interleave their draws (module constructors draw too) and start from weights no seed
+# gives. Held while a model is built and while it is initialised (hence re-entrant).
+GLOBAL_RNG = threading.RLock()
 
 
 def _derived_seed(seed: int, name: str) -> int:
@@ -52,7 +53,7 @@ def gate_names(model: nn.Module) -> list[str]:
 def init_weights(model: nn.Module, seed: int) -> nn.Module:
     """Initialise `model` in place from `seed` without touching the caller's RNG state."""
     gates = gate_names(model)
-    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name, module in model.named_modules():
             if not _is_gate(name, gates):

@@ -25,7 +25,7 @@ from ecab_tune.models.bridge import (
     check_layers,
     select_layers,
 )
-from ecab_tune.models.init import init_weights
+from ecab_tune.models.init import GLOBAL_RNG, init_weights
 
 # --- attention gates ----------------------------------------------------------------------
 
@@ -151,14 +151,15 @@ def create_model(
 ) -> nn.Module:
     """Build `name` with `attention` in every block, initialised from `seed` (every variant
     built from one seed shares its trunk's weights); bad combinations raise `ValueError`."""
-    model = _model(name)(
-        attention=attention,
-        width=width,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        **attention_kwargs,
-    )
-    return init_weights(model, seed)
+    with GLOBAL_RNG:
+        model = _model(name)(
+            attention=attention,
+            width=width,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            **attention_kwargs,
+        )
+        return init_weights(model, seed)
 
 
 @dataclass(frozen=True)

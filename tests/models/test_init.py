@@ -33,7 +33,5 @@ def test_models_built_in_threads_at_once_are_initialised_as_alone():
     alone = {s: init_hash(create_model("resnet8", "ecab", seed=s)) for s in seeds}
     for _ in range(3):
         with ThreadPoolExecutor(len(seeds)) as pool:
-            built = dict(
-                zip(seeds, pool.map(lambda s: create_model("resnet8", "ecab", seed=s), seeds))
-            )
-        assert {s: init_hash(m) for s, m in built.items()} == alone
+            built = pool.map(lambda s: create_model("resnet8", "ecab", seed=s), seeds)
+            assert dict(zip(seeds, map(init_hash, built), strict=True)) == alone
