@@ -53,8 +53,9 @@ def test_replicas_answer_as_the_app_does(ckpt: Path) -> None:
         want = direct.post("/predict", files=files, headers=AUTH).json()["predictions"]
 
     env, args = {"ECAB_SERVE_TOKEN": TOKEN}, ("--ray-replicas", "2")
+    # Ray and two replicas start well within 60 s unloaded, but took longer beside a search.
     with (
-        server(ckpt, env=env, args=args) as url,
+        server(ckpt, env=env, args=args, timeout=180) as url,
         httpx.Client(base_url=url, timeout=30) as http,
     ):
         # The token reached the replicas inside ServeSettings.
