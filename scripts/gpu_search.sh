@@ -5,16 +5,17 @@
 # deadline, which makes it write its snapshot again. Into OUT go the log and the snapshot
 # (snapshot.tgz.*, 15 MB pieces) to carry back and commit or resume elsewhere.
 #
-#   bash scripts/gpu_search.sh OUT [SECONDS=480] [GPUS_PER_TRIAL=0.25] [NAME=bridge-search]
+#   bash scripts/gpu_search.sh OUT SECONDS GPUS_PER_TRIAL NAME    (e.g. OUT 480 0.25 my-search)
 #
 # The snapshot is benchmarks/state/<name>. Set DATA_DIR where the dataset is not under data/
 # (a resumed search keeps the data folder it started with, so data/ is linked to it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:?usage: gpu_search.sh OUT [SECONDS] [GPUS_PER_TRIAL] [NAME]}
-SLOT=${2:-480}
-GPUS=${3:-0.25}
-NAME=${4:-bridge-search}
+USAGE="usage: gpu_search.sh OUT SECONDS GPUS_PER_TRIAL NAME"
+OUT=${1:?$USAGE}
+SLOT=${2:?$USAGE}
+GPUS=${3:?$USAGE}
+NAME=${4:?$USAGE}
 SNAPSHOT=benchmarks/state/$NAME
 source scripts/gpu_env.sh
 mkdir -p "$OUT"
