@@ -32,6 +32,19 @@ params:
 """
 
 
+# The quick-start's space on 600 images, 3 epochs, one trial at a time (so a SIGINT finds one
+# trial mid-way and the others not started, and which trials ASHA stops depends on the seed
+# alone, not on the order in which concurrent trials report), ASHA with its grace period of 1.
+QUICK_EPOCHS = 3
+
+
+def quick_args(storage: Path | str, *extra: str) -> list[str]:
+    return search_command(
+        "quick", storage, "--num-samples", "4", "--max-epochs", str(QUICK_EPOCHS),
+        "--max-concurrent", "1", *extra,
+    )  # fmt: skip
+
+
 def trial_results(exp_dir: Path) -> dict[str, list[dict]]:
     """Every trial's reported rows, by trial id (a line cut short by a kill is skipped)."""
     out = {}
@@ -42,7 +55,7 @@ def trial_results(exp_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
-def search_command(space: Path, storage: Path, *extra: str) -> list[str]:
+def search_command(space: Path | str, storage: Path | str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",

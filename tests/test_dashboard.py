@@ -6,7 +6,7 @@ import time
 import urllib.request
 
 import pytest
-from search_support import REPO, needs_fmnist, run_driver, search_command, trial_results
+from search_support import REPO, needs_fmnist, trial_results
 
 from ecab_tune.dashboard import main
 
@@ -36,15 +36,9 @@ def get_json(url: str) -> dict:
 
 @pytest.mark.slow
 @needs_fmnist
-def test_the_dashboard_serves_every_trials_learning_curve(tmp_path):
-    # The quick-start's space, small: ASHA (grace 1) stops some trials after their first epoch.
-    # One trial at a time: which trials ASHA stops then depends on the seed alone, not on the
-    # order in which concurrent trials happen to report on a loaded machine.
-    args = search_command(
-        "quick", tmp_path, "--num-samples", "4", "--max-epochs", "3", "--max-concurrent", "1"
-    )
-    assert run_driver(args, tmp_path / "out.log") == 0, (tmp_path / "out.log").read_text()
-    exp = tmp_path / "exp"
+def test_the_dashboard_serves_every_trials_learning_curve(quick_search):
+    # ASHA (grace 1) stopped some of the quick search's trials after their first epoch.
+    exp = quick_search[0]
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "ecab_tune.dashboard", str(exp), "--port", str(port)],

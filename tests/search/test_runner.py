@@ -6,9 +6,11 @@ import signal
 import optuna
 import pytest
 from search_support import (
+    QUICK_EPOCHS,
     SPACE,
     kill_driver_then_resume,
     needs_fmnist,
+    quick_args,
     run_driver,
     search_command,
     signal_mid_trial,
@@ -104,18 +106,6 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 # ---------------------------------------------------------------- the terminal and Ctrl-C
-# The quick-start's space on 600 images, 3 epochs, one trial at a time (so a SIGINT finds one
-# trial mid-way and the others not started), ASHA with the space's grace period of 1.
-QUICK_EPOCHS = 3
-
-
-def quick_args(storage, *extra):
-    return search_command(
-        "quick", storage, "--num-samples", "4", "--max-epochs", str(QUICK_EPOCHS),
-        "--max-concurrent", "1", *extra,
-    )  # fmt: skip
-
-
 def optuna_trials(exp):
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{exp / 'optuna.db'}")
     return study.get_trials()
@@ -123,16 +113,6 @@ def optuna_trials(exp):
 
 def best_params(exp):
     return json.loads((exp / "best" / "meta.json").read_text())["extra"]["params"]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """The quick-start's defaults, run to the end: (experiment folder, output lines)."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-    code = run_driver(quick_args(root), root / "out.log")
-    lines = (root / "out.log").read_text().splitlines()
-    assert code == 0, "\n".join(lines[-30:])
-    return root / "exp", lines
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +136,8 @@ def interrupted(tmp_path_factory):
 
 @pytest.mark.slow
 @needs_fmnist
-def test_default_output_is_compact(uninterrupted):
-    _, lines = uninterrupted
+def test_default_output_is_compact(quick_search):
+    _, lines = quick_search
     assert len(lines) <= 60, "\n".join(lines)
     assert not any("╭" in line or "+---" in line for line in lines), "Ray's boxes are back"
     ended = [line for line in lines if line.startswith("[search] trial ")]
@@ -187,10 +167,10 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_exports_nothing(interrupte
 
 @pytest.mark.slow
 @needs_fmnist
-def test_resume_finishes_with_the_best_trial_of_an_uninterrupted_run(interrupted, uninterrupted):
+def test_resume_finishes_with_the_best_trial_of_an_uninterrupted_run(interrupted, quick_search):
     exp, _, _, _, code, lines = interrupted
     assert code == 0, "\n".join(lines[-30:])
-    assert best_params(exp) == best_params(uninterrupted[0])
+    assert best_params(exp) == best_params(quick_search[0])
     summary = json.loads((exp / "summary.json").read_text())
     assert not summary["interrupted"]
     assert {t["status"] for t in summary["trials"]} <= {experiment.FINISHED, experiment.STOPPED}
@@ -224,7 +204,7 @@ def test_every_epoch_reaches_optuna_once_even_across_a_resume(interrupted):
 
 @pytest.mark.slow
 @needs_fmnist
-def test_sigterm_exits_143_and_the_snapshot_resumes_on_another_machine(tmp_path, uninterrupted):
+def test_sigterm_exits_143_and_the_snapshot_resumes_on_another_machine(tmp_path, quick_search):
     exp, snap = tmp_path / "exp", tmp_path / "snapshot"
     args = quick_args(tmp_path, "--export-partial", "--snapshot", str(snap))
     code = signal_mid_trial(args, exp, tmp_path / "out.log", signal.SIGTERM, QUICK_EPOCHS)
@@ -259,4 +239,4 @@ def test_sigterm_exits_143_and_the_snapshot_resumes_on_another_machine(tmp_path,
     lines = (tmp_path / "resumed.log").read_text().splitlines()
     assert code == 0, "\n".join(lines[-30:])
     assert f"[search] restored {elsewhere / 'exp'} from the snapshot {snap}" in lines
-    assert best_params(elsewhere / "exp") == best_params(uninterrupted[0])
+    assert best_params(elsewhere / "exp") == best_params(quick_search[0])
