@@ -190,11 +190,18 @@ def run_local(
             for job, dev in zip(jobs, devices, strict=True)
         }
         try:
-            for done, future in enumerate(cf.as_completed(futures), 1):
-                row = future.result()
-                append_run(out, row)
-                shutil.rmtree(partial_folder(out, futures[future]), ignore_errors=True)
-                _announce(row, done, len(jobs), start)
+            pending, done = set(futures), 0
+            while pending:
+                # Timed: a SIGTERM the kernel hands to one of the pool's threads does not wake
+                # a main thread blocked in an untimed wait (a test saw the runs train on for a
+                # minute); woken each second, it sees the signal and stops the study.
+                ended, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                for future in ended:
+                    row = future.result()
+                    append_run(out, row)
+                    shutil.rmtree(partial_folder(out, futures[future]), ignore_errors=True)
+                    done += 1
+                    _announce(row, done, len(jobs), start)
         except BaseException:
             _stop(pool)
             raise
