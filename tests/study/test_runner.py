@@ -1,6 +1,9 @@
 """Training a study's runs (`ecab_tune.study.runner`): resume, and which runs are still to do."""
 
 import json
+import signal
+import threading
+import time
 
 import pytest
 from study_support import needs_fmnist, write_study
@@ -81,3 +84,27 @@ def test_runs_in_flight_come_first_the_nearest_to_their_end_first(tmp_path, monk
         checkpoint.save(partial_folder(out, job), model_cfg.build(), meta)
     assert fresh[0].group == "convergence" and (fresh[5].arm, fresh[5].seed) == ("se", 1)
     assert pending_jobs(spec, out) == [fresh[5], fresh[0], *fresh[1:5], *fresh[6:]]
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_a_signal_handed_to_another_thread_still_stops_the_study(tmp_path, monkeypatch):
+    # The kernel may deliver SIGTERM to any thread of the process (the pool has two of its
+    # own); an untimed wait in the main thread would sleep through it until a run ends.
+    from ecab_tune.study import runner
+
+    monkeypatch.chdir(tmp_path)  # the runs' partial checkpoints go to ./runs
+    spec = load_spec(write_study(tmp_path)).overridden(epochs=500)  # no run ends in the test
+    jobs = [job for job in spec.jobs() if job.group == "main"][:2]
+    other = threading.Thread(target=time.sleep, args=(60,), daemon=True)
+    other.start()
+    threading.Timer(3.0, signal.pthread_kill, (other.ident, signal.SIGINT)).start()
+    # Without a prompt stop, the same signal on the main thread at 20 s ends the wait.
+    main = threading.main_thread().ident
+    watchdog = threading.Timer(20.0, signal.pthread_kill, (main, signal.SIGINT))
+    watchdog.start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_local(spec, jobs, tmp_path / "out", 2, "cpu")
+    watchdog.cancel()
+    assert time.monotonic() - start < 15, "the study slept through the signal"
