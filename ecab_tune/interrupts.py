@@ -16,7 +16,12 @@ def sigterm_as_sigint(received: list[int]) -> Iterator[None]:
 
     def on_term(signum: int, frame: Any) -> None:
         received.append(signum)
-        signal.raise_signal(signal.SIGINT)
+        if callable(signal.getsignal(signal.SIGINT)):  # Python's Ctrl-C handler, or Tune's
+            signal.raise_signal(signal.SIGINT)
+        else:
+            # SIGINT ignored: a job started in the background by a script (`cmd &`) inherits
+            # that, and raising it would do nothing while the job trains on.
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:

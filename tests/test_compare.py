@@ -151,13 +151,21 @@ def alive_children(pid: int) -> list[int]:
     return [c for c in pids if (f := proc_stat(c)) and int(f[1]) == pid and f[0] != "Z"]
 
 
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
 @needs_fmnist
-def test_sigterm_stops_the_study_and_its_runs_in_flight(tmp_path):
+# SIGINT ignored: how a script's background job (`cmd &`) starts, and so Ctrl-C's route is shut.
+@pytest.mark.parametrize("start", [None, ignore_sigint], ids=["plain", "sigint-ignored"])
+def test_sigterm_stops_the_study_and_its_runs_in_flight(tmp_path, start):
     cmd = [sys.executable, "-m", "ecab_tune.compare", str(write_study(tmp_path)),
            "--out", str(tmp_path / "out"), "--only", "main", "--epochs", "40", "--jobs", "2",
            "--device", "cpu"]  # fmt: skip
-    study = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    study = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=start
+    )
     partial = tmp_path / "runs" / "study-partial" / "out"
     deadline = time.monotonic() + 120
     while not list(partial.glob("*/meta.json")) and time.monotonic() < deadline:
