@@ -88,10 +88,15 @@ def test_runs_in_flight_come_first_the_nearest_to_their_end_first(tmp_path, monk
 
 @pytest.mark.slow
 @needs_fmnist
-def test_a_signal_handed_to_another_thread_still_stops_the_study(tmp_path, monkeypatch):
+def test_a_signal_handed_to_another_thread_still_stops_the_study(tmp_path, monkeypatch, request):
     # The kernel may deliver SIGTERM to any thread of the process (the pool has two of its
     # own); an untimed wait in the main thread would sleep through it until a run ends.
     from ecab_tune.study import runner
+
+    # Ctrl-C's handler, whatever this process inherited: with SIGINT ignored, as an xdist
+    # worker of the full suite had it, no signal below would reach the test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     monkeypatch.chdir(tmp_path)  # the runs' partial checkpoints go to ./runs
     spec = load_spec(write_study(tmp_path)).overridden(epochs=500)  # no run ends in the test
