@@ -193,8 +193,8 @@ def run_local(
             pending, done = set(futures), 0
             while pending:
                 # Timed: a SIGTERM the kernel hands to one of the pool's threads does not wake
-                # a main thread blocked in an untimed wait (a test saw the runs train on for a
-                # minute); woken each second, it sees the signal and stops the study.
+                # a main thread blocked in an untimed wait (shown with a signal aimed at another
+                # thread); woken each second, it sees the signal and stops the study.
                 ended, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
                 for future in ended:
                     row = future.result()
