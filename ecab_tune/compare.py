@@ -21,7 +21,7 @@ from ecab_tune.reporting.document import check_block
 from ecab_tune.study.analysis import readme_tag, update_readme, write_report
 from ecab_tune.study.runner import pending_jobs, run_local, run_ray
 from ecab_tune.study.runs import read_runs
-from ecab_tune.study.spec import GROUPS, StudySpec, load_spec
+from ecab_tune.study.spec import GROUPS, Job, StudySpec, load_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=GROUPS,
         help="train only these groups' runs (to split a study between machines); the report "
         "covers every run in runs.jsonl",
+    )
+    small.add_argument(
+        "--only-seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="train only these seeds' runs (whole seeds per machine keep each seed's paired "
+        "runs on one device)",
     )
     where = parser.add_argument_group("where runs go")
     where.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
@@ -107,6 +115,18 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
     return spec, Path(args.out or f"benchmarks/results/{spec.name}")
 
 
+def selected_jobs(spec: StudySpec, groups: list[str] | None, seeds: list[int] | None) -> list[Job]:
+    """The study's runs in the named groups and seeds (all where None)."""
+    jobs = [j for j in spec.jobs() if j.group in (groups or GROUPS)]
+    missing = sorted(set(seeds or []) - {j.seed for j in jobs})
+    if missing:
+        have = sorted({j.seed for j in jobs})
+        raise ValueError(
+            f"--only-seeds: no run has seed {missing[0]} (seeds here: {have[0]}..{have[-1]})"
+        )
+    return [j for j in jobs if seeds is None or j.seed in seeds]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -114,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec, out = configure(args)
         if not args.report:
-            wanted = [j for j in spec.jobs() if j.group in (args.only or GROUPS)]
+            wanted = selected_jobs(spec, args.only, args.only_seeds)
             jobs = [j for j in pending_jobs(spec, out) if j in wanted]
+            only = [*(args.only or []), *(f"seed {s}" for s in args.only_seeds or [])]
             print(
                 f"[study] {spec.name}: {len(wanted)} runs of {len(spec.all_arms())} arms"
-                f"{' (' + ', '.join(args.only) + ')' if args.only else ''}; "
+                f"{' (' + ', '.join(only) + ')' if only else ''}; "
                 f"{len(wanted) - len(jobs)} already in {out}/runs.jsonl, {len(jobs)} to train "
                 f"({args.jobs} at once)",
                 flush=True,

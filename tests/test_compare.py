@@ -34,6 +34,12 @@ from ecab_tune.study.runs import RUNS, read_runs
         ({}, ["--cpus-per-trial", "0"], "--cpus-per-trial=0.0 must be > 0"),
         ({}, ["--arms", "gate"], "--arms: no arm 'gate'"),
         ({}, ["--jobs", "0"], "--jobs=0 must be >= 1"),
+        ({}, ["--only-seeds", "2"], "--only-seeds: no run has seed 2 (seeds here: 0..1)"),
+        (
+            {},
+            ["--only", "convergence", "--only-seeds", "1"],
+            "no run has seed 1 (seeds here: 0..0)",
+        ),
         ({}, ["--readme", "nowhere.md"], "--readme nowhere.md: [Errno 2]"),
         ({}, ["--readme", __file__], "needs one <!-- begin study:tiny --> ... <!-- end"),
     ],
@@ -116,7 +122,7 @@ def test_study_end_to_end_resumes_and_rebuilds_its_report(tmp_path, capsys):
     assert "holds runs of another configuration" in capsys.readouterr().err
 
 
-def test_only_trains_the_named_groups(tmp_path, monkeypatch, capsys):
+def test_only_trains_the_named_groups_and_seeds(tmp_path, monkeypatch, capsys):
     from ecab_tune import compare
 
     trained = []
@@ -130,6 +136,17 @@ def test_only_trains_the_named_groups(tmp_path, monkeypatch, capsys):
         ("convergence", "none", 0),
     ]
     assert "3 to train" in capsys.readouterr().out
+
+    trained.clear()  # whole seeds, to keep each seed's pairs on one machine
+    with pytest.raises(SystemExit):
+        main([*argv, "--only", "main", "ablation", "--only-seeds", "1"])
+    assert sorted((j.group, j.arm, j.seed) for j in trained) == [
+        ("ablation", "ecab-block", 1),
+        ("main", "ecab", 1),
+        ("main", "none", 1),
+        ("main", "se", 1),
+    ]
+    assert "(main, ablation, seed 1)" in capsys.readouterr().out
 
 
 def proc_stat(pid: int) -> list[str] | None:
