@@ -93,8 +93,8 @@ def test_a_signal_handed_to_another_thread_still_stops_the_study(tmp_path, monke
     # own); an untimed wait in the main thread would sleep through it until a run ends.
     from ecab_tune.study import runner
 
-    # Ctrl-C's handler, whatever this process inherited: with SIGINT ignored, as an xdist
-    # worker of the full suite had it, no signal below would reach the test.
+    # Ctrl-C's handler, whatever this process inherited: a suite started as a background job
+    # (`.ci/run &`) has SIGINT ignored in every xdist worker, and no signal below would reach us.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
