@@ -12,7 +12,8 @@
 #
 # ARGS go to `compare` as they are (not --out: the results are read from the study's folder):
 # `--only main` spends a short slot on runs that can finish rather than on the 120-epoch
-# convergence run (the spec's order is longest first).
+# convergence run (the spec's order is longest first); `--only-seeds 0 1 2 3` leaves the last
+# seed to a CPU that trains it meanwhile (each seed's paired runs stay on one device).
 # The working tree must hold the study's committed runs.jsonl (else finished runs train again)
 # and, to resume them, runs/study-partial/<study>/. Set DATA_DIR where the dataset is elsewhere.
 set -uo pipefail
