@@ -19,8 +19,9 @@ def sigterm_as_sigint(received: list[int]) -> Iterator[None]:
         if callable(signal.getsignal(signal.SIGINT)):  # Python's Ctrl-C handler, or Tune's
             signal.raise_signal(signal.SIGINT)
         else:
-            # SIGINT ignored: a job started in the background by a script (`cmd &`) inherits
-            # that, and raising it would do nothing while the job trains on.
+            # No Python handler: SIGINT ignored (a script's background job, `cmd &`, inherits
+            # that), where raising it would do nothing while the job trains on, or left to the
+            # OS, where it would kill the process before any cleanup.
             raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
