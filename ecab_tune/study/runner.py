@@ -67,12 +67,6 @@ def run_job(
     devices = devices if here in devices else [*devices, here]
 
     def on_epoch(result: EpochResult) -> None:
-        # A line an epoch: a CPU run is an hour of them. Validation only: test is for curves.
-        print(
-            f"[study] {job.arm} seed {job.seed}: epoch {result.epoch}/{job.epochs}  "
-            f"val {result.val_acc:.2%}  {result.seconds:.0f}s",
-            flush=True,
-        )
         test_curve.append(trainer.evaluate(trainer.splits.test))
         if partial is not None:
             seconds = spent + time.perf_counter() - start
@@ -83,6 +77,14 @@ def run_job(
                 "devices": devices,
             }
             save_trainer(partial, trainer, model_cfg, extra=extra)
+        # A line an epoch (a CPU run is hours of them), printed once its checkpoint is on disk:
+        # a run stopped after the line resumes after that epoch. Validation only: test is for
+        # curves.
+        print(
+            f"[study] {job.arm} seed {job.seed}: epoch {result.epoch}/{job.epochs}  "
+            f"val {result.val_acc:.2%}  {result.seconds:.0f}s",
+            flush=True,
+        )
         if _STOP.is_set():
             raise KeyboardInterrupt
 

@@ -28,8 +28,11 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
         raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
 
     monkeypatch.setattr(runner, "save_trainer", save_then_die)
+    capsys.readouterr()
     with pytest.raises(KeyboardInterrupt):
         runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
+    # An epoch's line comes after its checkpoint: a run stopped after a line loses nothing.
+    assert "epoch 1/2" not in capsys.readouterr().out
     monkeypatch.setattr(runner, "save_trainer", real_save)
     meta = tmp_path / "partial" / "meta.json"  # as if epoch 1 had run on another machine's GPU
     saved = json.loads(meta.read_text())
