@@ -9,7 +9,7 @@ from ecab_tune.checkpoint import CheckpointError
 from ecab_tune.export import FORMATS, SIGNATURE, ExportError, export_model
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ecab_tune.export",
         description="Export a checkpoint as a self-contained model: uint8 images in, logits "
@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<name>/best")
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--out", required=True, help="folder to write the model file into")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         path = export_model(args.checkpoint, args.format, args.out)
