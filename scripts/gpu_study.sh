@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study on a GPU for a fixed time slot (a lent machine, a spot instance): the graphed `cuda`
 # tests (they decide --cuda-graphs), one run alone vs JOBS processes vs JOBS streams side by side
-# (benchmarks/gpu_sharing.py, which decides how the runs share the GPU), then the study's runs
+# (benchmarks/sharing.py, which decides how the runs share the GPU), then the study's runs
 # until the slot ends, every `cuda` test running beside them. SIGTERM stops the study at the
 # deadline: runs in flight keep their last epoch.
 # Into OUT go runs.jsonl (as each run finishes), the log and, at the end, the partial
@@ -35,7 +35,7 @@ timeout 120 "${CUDA_TESTS[@]}" -k graphed > "$OUT/graphed_tests.txt" 2>&1 \
     || { GRAPHS=; say "graphed tests failed: the study runs eager"; }
 STREAMS=
 if [ -n "$GRAPHS" ]; then
-    timeout 150 "$PY" benchmarks/gpu_sharing.py --jobs "$JOBS" --steps 300 2>&1 | tee "$OUT/sharing.txt"
+    timeout 150 "$PY" benchmarks/sharing.py --jobs "$JOBS" --steps 300 2>&1 | tee "$OUT/sharing.txt"
     case $(sed -n 's/^best: //p' "$OUT/sharing.txt") in
         # Processes only take turns on a GPU: where one alone trains faster, run one at a time.
         alone) JOBS=1 ;;

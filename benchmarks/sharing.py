@@ -1,12 +1,14 @@
-"""Several trainings on one GPU: processes (they take turns on it) vs threads of one process on
-their own CUDA streams (kernels of different streams can run side by side).
+"""Several trainings on one device. On a GPU: processes (they take turns on it) vs threads of one
+process on their own CUDA streams (kernels of different streams can run side by side). On a CPU:
+processes with cores // jobs threads each vs one process with all the cores.
 
-Each mode trains `--jobs` copies of the same graphed ResNet-20 step (what `compare --jobs N
---cuda-graphs`, with or without `--streams`, runs), `--steps` steps each after a shared start,
-and prints the images/s of all of them together; one copy alone is the reference. The last line
-names the fastest of the three.
+Each mode trains `--jobs` copies of the same ResNet-20 step (what `compare --jobs N`, with
+`--cuda-graphs` and with or without `--streams` on a GPU, runs), `--steps` steps each after a
+shared start, and prints the images/s of all of them together; one copy alone is the reference.
+The last line names the fastest.
 
-    python benchmarks/gpu_sharing.py --jobs 8 --attention ecab --steps 300
+    python benchmarks/sharing.py --jobs 8 --attention ecab --steps 300
+    python benchmarks/sharing.py --device cpu --jobs 2 --steps 60
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import contextlib
 import itertools
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -30,8 +33,9 @@ from ecab_tune.models import ModelConfig
 BATCH = 128
 
 
-def train(args: argparse.Namespace, index: int, barrier: Any, results: Any) -> None:
+def train(args: argparse.Namespace, index: int, barrier: Any, results: Any, threads: int) -> None:
     """One copy: its (start, end), or the error that stopped it (the others are released)."""
+    torch.set_num_threads(threads)  # per process; for threads, the one pool they all share
     try:
         results.put(timed(args, index, barrier))
     except Exception as e:  # reported by the parent, which goes on with the next mode
@@ -40,18 +44,23 @@ def train(args: argparse.Namespace, index: int, barrier: Any, results: Any) -> N
 
 
 def timed(args: argparse.Namespace, index: int, barrier: Any) -> tuple[float, float]:
-    """Build, warm up (and capture), wait for the others, then time `steps` steps."""
+    """Build, warm up (and capture on a GPU), wait for the others, then time `steps` steps."""
     device = torch.device(args.device)
+    cuda = device.type == "cuda"
     splits = load_dataset("fashion-mnist", subset=BATCH * 16)
     info = splits.info
     model = ModelConfig(args.model, args.attention, num_classes=len(info.classes), in_chans=1)
     cfg = TrainConfig(
-        epochs=1, batch_size=BATCH, warmup_epochs=0.0, precision="fp32", cuda_graphs=True
+        epochs=1, batch_size=BATCH, warmup_epochs=0.0, precision="fp32", cuda_graphs=cuda
     )
     trainer = Trainer(model.build(seed=index), splits, cfg, device)
     trainer.model.train()
     batches = itertools.cycle(
-        list(iterate_batches(trainer.splits.train, info, BATCH, train=True, channels_last=True))
+        list(
+            iterate_batches(
+                trainer.splits.train, info, BATCH, train=True, channels_last=trainer.channels_last
+            )
+        )
     )
     for images, labels in itertools.islice(batches, 5):
         loss, _ = trainer.train_step(images, labels)
@@ -64,25 +73,31 @@ def timed(args: argparse.Namespace, index: int, barrier: Any) -> tuple[float, fl
     return start, time.perf_counter()
 
 
-def in_thread(args: argparse.Namespace, index: int, barrier: Any, results: Any) -> None:
+def in_thread(
+    args: argparse.Namespace, index: int, barrier: Any, results: Any, threads: int
+) -> None:
     cuda = args.device == "cuda"
     with torch.cuda.stream(torch.cuda.Stream()) if cuda else contextlib.nullcontext():
-        train(args, index, barrier, results)
+        train(args, index, barrier, results, threads)
 
 
 def together(args: argparse.Namespace, jobs: int, mode: str) -> float | str:
     """Images/s of `jobs` copies training at once, from the first start to the last end, or
     the first copy's error."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # as `compare --jobs` shares the cores
     if mode == "threads":
         barrier, results = threading.Barrier(jobs), queue.Queue()
         workers: list[Any] = [
-            threading.Thread(target=in_thread, args=(args, i, barrier, results))
+            threading.Thread(target=in_thread, args=(args, i, barrier, results, threads))
             for i in range(jobs)
         ]
     else:
         ctx = multiprocessing.get_context("spawn")  # a forked child cannot use CUDA
         barrier, results = ctx.Barrier(jobs), ctx.Queue()
-        workers = [ctx.Process(target=train, args=(args, i, barrier, results)) for i in range(jobs)]
+        workers = [
+            ctx.Process(target=train, args=(args, i, barrier, results, threads))
+            for i in range(jobs)
+        ]
     for w in workers:
         w.start()
     spans = [results.get() for _ in range(jobs)]
@@ -101,23 +116,24 @@ def main() -> None:
     parser.add_argument("--attention", default="ecab")
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument(
-        "--device", default="cuda", help="cuda; cpu only checks the script (no streams, graphs)"
-    )
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("needs CUDA")
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda needs CUDA")
+    where = torch.cuda.get_device_name() if cuda else f"cpu, {os.cpu_count()} cores"
     print(
-        f"{args.model}+{args.attention}, fp32, CUDA graphs, batch {BATCH}, {args.steps} steps "
-        f"each, {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}"
+        f"{args.model}+{args.attention}, fp32, {'CUDA graphs, ' if cuda else ''}batch {BATCH}, "
+        f"{args.steps} steps each, {where}"
     )
     print(f"{'':<34}{'images/s (all)':>15}{'vs one alone':>14}", flush=True)
     # Each figure as it is measured; a mode that fails is named and left out of `best`.
     modes = {
         "alone": ("one alone", 1, "threads"),
         "processes": (f"{args.jobs} processes", args.jobs, "processes"),
-        "threads": (f"{args.jobs} threads, a stream each", args.jobs, "threads"),
     }
+    if cuda:  # on a CPU the study's runs at once are processes only
+        modes["threads"] = (f"{args.jobs} threads, a stream each", args.jobs, "threads")
     speeds: dict[str, float] = {}
     for name, (label, jobs, mode) in modes.items():
         got = together(args, jobs, mode)
