@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from ecab_tune.checkpoint import CheckpointError, read_meta
+from ecab_tune.device import DeviceError, resolve_device
 from serve.settings import NOT_FLAGS, RayOptions, ServeSettings
 
 
@@ -80,9 +81,14 @@ def parse_command(argv: list[str] | None = None) -> tuple[ServeSettings, str, Ra
     try:
         settings = ServeSettings(**overrides)
         ray = RayOptions.from_flags(args.ray_replicas, args.ray_address, settings)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        from serve.errors import describe_validation  # FastAPI's import, on this path only
+
+        # One line in flag terms (`--max-batch: ...`), whether a flag or ECAB_SERVE_* set it.
+        errors = [{**e, "loc": ["--" + str(e["loc"][0]).replace("_", "-")]} for e in exc.errors()]
+        parser.error(describe_validation(errors))
+    except ValueError as exc:
         parser.error(str(exc))
-        raise  # unreachable: parser.error exits
     return settings, args.log_level, ray
 
 
@@ -98,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
     settings, log_level, ray = parse_command(argv)
     configure_access_log(log_level)
+    if ray is None:  # a Ray replica gets its GPU from Ray, on whichever node it runs
+        try:
+            resolve_device(settings.device)
+        except DeviceError as exc:
+            print(f"serve: error: {exc}", file=sys.stderr)
+            return 2
     if settings.model is None:
         print(
             "serve: no model given (--model or ECAB_SERVE_MODEL); starting not ready, "

@@ -33,7 +33,11 @@ class ServeSettings(BaseSettings):
         description="interface to bind; 0.0.0.0 exposes the service to the network",
     )
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free one)")
-    device: str = Field(default="cpu", description="torch device for inference (cpu, cuda, cuda:1)")
+    device: str = Field(
+        default="cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="torch device for inference: cpu, cuda or cuda:N",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,

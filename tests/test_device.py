@@ -66,11 +66,14 @@ def test_cuda_without_a_usable_driver_is_one_clear_error(monkeypatch):
     [
         ["ecab_tune.train", "--device", "cuda", "--subset", "100"],
         ["ecab_tune.compare", "studies/fmnist-resnet20.yaml", "--device", "cuda", "--out", "X"],
+        ["serve", "--device", "cuda", "--port", "0"],  # would serve, not ready, were it let
     ],
 )
 def test_clis_refuse_cuda_without_it_in_one_line(argv, tmp_path):
     argv = [a.replace("X", str(tmp_path / "out")) for a in argv]
-    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     assert "CUDA is unusable" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()

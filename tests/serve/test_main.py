@@ -61,3 +61,16 @@ def test_flags_are_the_settings_fields() -> None:
     assert "(default: 8000)" in text and "(default: 10,485,760)" in text
     with pytest.raises(SystemExit):
         parse_args(["--port", "70000"])  # the field's range, checked as a flag error
+
+
+@pytest.mark.parametrize("device", ["auto", "tpu", "cuda:x", "gpu"])
+def test_a_device_torch_cannot_name_is_a_flag_error(
+    device: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_args(["--device", "cuda:1"])[0].device == "cuda:1"
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--device", device])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # usage, then the error in one line
+    assert last.startswith("python -m serve: error: --device: ") and "cpu|cuda" in last
+    assert repr(device) in last
