@@ -1,6 +1,6 @@
 """The OpenAPI description of what the hand-parsed routes accept and answer.
 
-It is checked against the live server by schemathesis (tests/test_serve_openapi.py): every
+It is checked against the live server by schemathesis (tests/serve/test_openapi_docs.py): every
 status a route can answer is listed, bearer security is declared only where a token is asked
 for, and a multipart body needs at least one file, as the route does.
 """
