@@ -14,7 +14,7 @@ from typing import Any
 from ecab_tune.reporting import plots
 from ecab_tune.reporting.document import rebuild_block
 from ecab_tune.reporting.stats import Contrast, holm, mean_std, paired_contrast
-from ecab_tune.study.spec import StudySpec
+from ecab_tune.study.spec import Criteria, StudySpec
 
 TABLE = "table.md"
 PAIRED, CURVES, PARAMS = "paired_differences.png", "learning_curves.png", "accuracy_vs_params.png"
@@ -139,7 +139,8 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
     shared = all(len(h) == 1 for h in hashes.values())
     pairing = "one `init_hash` per seed across all arms" if shared else "NOT shared (check init)"
     lines.append(f"Initial trunk weights: {pairing}.")
-    lines += _ablation_lines(spec, rows) + _convergence_lines(spec, rows) + _cost_lines(rows)
+    lines += _ablation_lines(spec, rows) + _convergence_lines(spec, rows)
+    lines += _criteria_lines(spec, rows) + _cost_lines(rows)
     return "\n".join(lines) + "\n"
 
 
@@ -172,18 +173,86 @@ def _ablation_lines(spec: StudySpec, rows: Rows) -> list[str]:
     return lines
 
 
-def _convergence_lines(spec: StudySpec, rows: Rows) -> list[str]:
-    long = [r for r in rows if r["group"] == "convergence"]
+def criteria_status(spec: StudySpec, rows: Rows) -> list[tuple[str, str, str]]:
+    """(criterion, where it stands, met / not met / pending) for the study file's criteria.
+    A criterion over seeds stays pending until every seed of its arms has finished."""
+    c, arms = spec.criteria, _by_arm(rows, "main", spec.train.epochs)
+    total = spec.seeds * len(spec.arms)
+    done = sum(len(arms.get(a, {})) for a in spec.arms)
+    ran = "met" if done == total else "pending"
+    out = [("main runs, every arm at every seed", f"{done} of {total}", ran)]
+
+    def settled(*labels: str) -> bool:
+        return all(len(arms.get(a, {})) >= spec.seeds for a in labels)
+
+    if c.baseline_min_test_pct is not None:
+        name = f"`{spec.baseline}` mean test accuracy ≥ {c.baseline_min_test_pct:.2f} %"
+        runs = list(arms.get(spec.baseline, {}).values())
+        now, verdict = "no run yet", "pending"
+        if runs:
+            mean = 100 * statistics.fmean(r["test_acc"] for r in runs)
+            now = f"{mean:.2f} % (n={len(runs)})"
+            if settled(spec.baseline):
+                verdict = _verdict(mean >= c.baseline_min_test_pct)
+        out.append((name, now, verdict))
+    for other in c.ci_arms if c.max_ci_half_width_points is not None else ():
+        pair = f"{spec.focus} − {other}"
+        name = f"95% CI half-width of `{pair}` ≤ {c.max_ci_half_width_points:.2f} points"
+        found = _contrast(pair, arms.get(spec.focus, {}), arms.get(other, {}))
+        now, verdict = "fewer than 2 paired seeds", "pending"
+        if found is not None:
+            half = 100 * found.half_width
+            now = f"±{half:.2f} points (n={len(found.diffs)})"
+            if settled(spec.focus, other):
+                verdict = "met" if half <= c.max_ci_half_width_points else "not met: add seeds"
+        out.append((name, now, verdict))
+    if c.convergence_max_gain_points is not None:
+        name = f"doubling the epochs adds < {c.convergence_max_gain_points:.2f} points"
+        gains = {
+            long["seed"]: 100 * (long["test_acc"] - short) for long, short in _doubled(spec, rows)
+        }
+        now = ", ".join(f"seed {s}: {g:+.2f} points" for s, g in gains.items()) or "not run"
+        verdict = "pending"
+        if gains and len(gains) >= spec.convergence_seeds:
+            verdict = _verdict(max(gains.values()) < c.convergence_max_gain_points)
+        out.append((name, now, verdict))
+    return out
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def _criteria_lines(spec: StudySpec, rows: Rows) -> list[str]:
+    if spec.criteria == Criteria():
+        return []
+    return [
+        "",
+        "## Done when (the study file's criteria)",
+        "",
+        "| criterion | now | status |",
+        "|---|---|---|",
+        *(f"| {name} | {now} | {verdict} |" for name, now, verdict in criteria_status(spec, rows)),
+    ]
+
+
+def _doubled(spec: StudySpec, rows: Rows) -> list[tuple[dict[str, Any], float]]:
+    """Each convergence run, with the test accuracy of its seed's run at the study's epochs."""
     base = _by_arm(rows, "main", spec.train.epochs).get(spec.convergence_arm or "", {})
-    out = []
-    for r in long:
-        if r["seed"] in base:
-            short = base[r["seed"]]["test_acc"]
-            out.append(
-                f"Convergence: `{r['arm']}` seed {r['seed']}: {spec.train.epochs} epochs "
-                f"{100 * short:.2f} %, {r['epochs']} epochs {100 * r['test_acc']:.2f} % "
-                f"(doubling adds {100 * (r['test_acc'] - short):+.2f} points)."
-            )
+    return [
+        (r, base[r["seed"]]["test_acc"])
+        for r in rows
+        if r["group"] == "convergence" and r["seed"] in base
+    ]
+
+
+def _convergence_lines(spec: StudySpec, rows: Rows) -> list[str]:
+    out = [
+        f"Convergence: `{r['arm']}` seed {r['seed']}: {spec.train.epochs} epochs "
+        f"{100 * short:.2f} %, {r['epochs']} epochs {100 * r['test_acc']:.2f} % "
+        f"(doubling adds {100 * (r['test_acc'] - short):+.2f} points)."
+        for r, short in _doubled(spec, rows)
+    ]
     return ["", *out] if out else []
 
 

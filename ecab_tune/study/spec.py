@@ -16,7 +16,7 @@ from ecab_tune.models import ModelConfig, list_models
 
 _STUDY_KEYS = {
     "name", "question", "model", "width", "data", "train", "seeds", "baseline", "focus", "arms",
-    "ablations", "convergence",
+    "ablations", "convergence", "criteria",
 }  # fmt: skip
 GROUPS = ("main", "ablation", "convergence")  # what a run is for, in a study
 
@@ -40,6 +40,17 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Criteria:
+    """When the study has answered its question, fixed with its design. No run's identity
+    depends on it: the report only says, for each, met / not met / pending."""
+
+    baseline_min_test_pct: float | None = None  # the baseline's mean test accuracy, all seeds
+    max_ci_half_width_points: float | None = None  # paired 95% CI of focus − each of ci_arms
+    ci_arms: tuple[str, ...] = ()
+    convergence_max_gain_points: float | None = None  # doubling the epochs adds less
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     model: str
@@ -55,6 +66,7 @@ class StudySpec:
     convergence_arm: str | None = None
     convergence_seeds: int = 0
     convergence_epochs: int = 0
+    criteria: Criteria = Criteria()
     question: str = ""
 
     def __post_init__(self) -> None:
@@ -73,6 +85,9 @@ class StudySpec:
                 raise ValueError(f"convergence arm {self.convergence_arm!r} is not a main arm")
             if self.convergence_epochs <= self.train.epochs:
                 raise ValueError("convergence epochs must exceed the study's epochs")
+        bad = [a for a in self.criteria.ci_arms if a not in self.arms or a == self.focus]
+        if bad:
+            raise ValueError(f"criteria.ci_arms: {bad[0]!r} is not a main arm other than the focus")
         for label in self.all_arms():
             self.model_config(label, num_classes=10, in_chans=1).build()  # options fail now
 
@@ -149,6 +164,9 @@ class StudySpec:
                 arms={k: v for k, v in spec.arms.items() if k in keep},
                 ablations={k: v for k, v in spec.ablations.items() if k in keep},
                 convergence_arm=spec.convergence_arm if spec.convergence_arm in keep else None,
+                criteria=dataclasses.replace(
+                    spec.criteria, ci_arms=tuple(a for a in spec.criteria.ci_arms if a in keep)
+                ),
             )
         return spec
 
@@ -197,6 +215,7 @@ def parse_spec(raw: Any, where: str = "the study file") -> StudySpec:
         convergence_arm=convergence.get("arm"),
         convergence_seeds=int(convergence.get("seeds", 1)) if convergence else 0,
         convergence_epochs=int(convergence.get("epochs", 0)),
+        criteria=from_dict(Criteria, raw.get("criteria") or {}, where=f"{where}: criteria"),
     )
 
 
