@@ -79,9 +79,20 @@ def _accuracy(mean: float, sd: float, n: int) -> str:
     return f"{100 * mean:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
+def _seconds(runs: Rows) -> str:
+    """Mean seconds a run, per device where they differ: an H200's minutes and a CPU's hours
+    averaged together would describe neither."""
+    by_device: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        by_device[r["device"]].append(r["seconds"])
+    if len(by_device) == 1:
+        return f"{statistics.fmean(*by_device.values()):,.0f}"
+    return "; ".join(f"{statistics.fmean(s):,.0f} ({d})" for d, s in sorted(by_device.items()))
+
+
 def _summary_rows(
     arms: dict[str, dict[int, dict[str, Any]]], labels: Sequence[str]
-) -> list[tuple[str, int, str, int, float, float]]:
+) -> list[tuple[str, int, str, int, float, str]]:
     out = []
     for label in labels:
         runs = list(arms.get(label, {}).values())
@@ -96,7 +107,7 @@ def _summary_rows(
                 acc,
                 runs[0]["params"],
                 runs[0]["macs"] / 1e6,
-                statistics.fmean(r["seconds"] for r in runs),
+                _seconds(runs),
             )
         )
     return out
@@ -121,7 +132,7 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
             vs_focus = None
         lines.append(
             f"| {label} | {n} | {acc} | {_cell(vs_base)} | {_cell(vs_focus)} | {params:,} "
-            f"| {macs:.2f} | {secs:.0f} |"
+            f"| {macs:.2f} | {secs} |"
         )
     m = len(family)
     lines += [
