@@ -49,6 +49,19 @@ class Criteria:
     ci_arms: tuple[str, ...] = ()
     convergence_max_gain_points: float | None = None  # doubling the epochs adds less
 
+    def __post_init__(self) -> None:
+        for name in (
+            "baseline_min_test_pct",
+            "max_ci_half_width_points",
+            "convergence_max_gain_points",
+        ):
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if value is not None and not (number and value > 0):
+                raise ValueError(f"criteria.{name}={value!r} must be a positive number")
+        if self.ci_arms and self.max_ci_half_width_points is None:
+            raise ValueError("criteria.ci_arms needs max_ci_half_width_points")
+
 
 @dataclass(frozen=True)
 class StudySpec:

@@ -1,6 +1,7 @@
 """The study file's "done when" (`criteria`): what the report says met, not met or pending."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,16 @@ def test_criteria_leave_run_identity_alone_and_follow_arms(spec: StudySpec):
 def test_an_unknown_criterion_is_named(tmp_path: Path):
     with pytest.raises(ValueError, match=r"unknown Criteria key.*min_acc"):
         load_spec(write_study(tmp_path, criteria={**CRITERIA, "min_acc": 90}))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"baseline_min_test_pct": "high"}, "baseline_min_test_pct='high' must be a positive"),
+        ({"max_ci_half_width_points": -0.35}, "max_ci_half_width_points=-0.35 must be a positive"),
+        ({"max_ci_half_width_points": None}, "ci_arms needs max_ci_half_width_points"),
+    ],
+)
+def test_a_criterion_that_cannot_be_judged_is_refused(change: dict, words: str, tmp_path: Path):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        load_spec(write_study(tmp_path, criteria={**CRITERIA, **change}))
