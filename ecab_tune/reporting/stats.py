@@ -108,14 +108,23 @@ def paired_contrast(name: str, a: Sequence[float], b: Sequence[float]) -> Contra
     return Contrast(name, diffs, ci.mean, sd, ci.low, ci.high, p)
 
 
-def holm(contrasts: Sequence[Contrast], alpha: float = 0.05) -> list[Contrast]:
+def holm(
+    contrasts: Sequence[Contrast], alpha: float = 0.05, family: int | None = None
+) -> list[Contrast]:
     """Holm's step-down adjustment over one family: adjusted p-values (monotone), and each
     contrast's interval at the level its step tests it (1 − alpha / (m − rank)), which excludes
-    0 exactly when Holm rejects it, as long as the steps before it rejected too."""
+    0 exactly when Holm rejects it, as long as the steps before it rejected too.
+
+    `family`: the planned family's size when some of its contrasts cannot be estimated yet (a
+    study partway). Those count as p = 1, a valid p-value (never rejected), so they rank last and
+    the estimated ones take the largest multipliers: an interim table controls the error rate
+    of the planned family, not only of the contrasts estimated so far."""
     from scipy import stats
 
-    m = len(contrasts)
-    order = sorted(range(m), key=lambda i: contrasts[i].p)
+    m = len(contrasts) if family is None else family
+    if m < len(contrasts):
+        raise ValueError(f"a family of {m} cannot hold {len(contrasts)} contrasts")
+    order = sorted(range(len(contrasts)), key=lambda i: contrasts[i].p)
     adjusted: dict[int, Contrast] = {}
     running = 0.0
     for rank, i in enumerate(order):
@@ -127,4 +136,4 @@ def holm(contrasts: Sequence[Contrast], alpha: float = 0.05) -> list[Contrast]:
         adjusted[i] = dataclasses.replace(
             c, p_holm=running, adj_low=c.mean - half, adj_high=c.mean + half
         )
-    return [adjusted[i] for i in range(m)]
+    return [adjusted[i] for i in range(len(contrasts))]

@@ -1,6 +1,7 @@
 """Summaries over seeds (`ecab_tune.reporting.stats`): paired t intervals against the hand
 computation and scipy, the t table's fallback, Holm's adjustment."""
 
+import dataclasses
 import math
 
 import pytest
@@ -56,3 +57,16 @@ def test_paired_contrast_matches_scipy_and_holm_the_hand_computation():
     assert [x.p_holm for x in holm(family)] == pytest.approx([0.03, 0.06, 0.06])
     first = holm(family)[0]  # tested at alpha / 3: wider than the unadjusted interval
     assert first.adj_low < first.low and first.adj_high > first.high
+
+
+def test_holm_over_a_planned_family_counts_the_missing_contrasts_as_p_1():
+    pytest.importorskip("scipy.stats")
+    c = paired_contrast("a − b", [0.91, 0.88, 0.93], [0.89, 0.88, 0.90])
+    family = [dataclasses.replace(c, name=str(p), p=p) for p in (0.01, 0.04, 0.03)]
+    # Planned 5, estimated 3: sorted 0.01·5 = 0.05, 0.03·4 = 0.12, max(0.12, 0.04·3) = 0.12.
+    planned = holm(family, family=5)
+    assert [x.p_holm for x in planned] == pytest.approx([0.05, 0.12, 0.12])
+    # Tested at alpha / 5, not alpha / 3: the interval widens with the planned family.
+    assert planned[0].adj_low < holm(family)[0].adj_low
+    with pytest.raises(ValueError, match="a family of 2 cannot hold 3"):
+        holm(family, family=2)

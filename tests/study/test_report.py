@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 from study_support import write_study
 
-from ecab_tune.study.analysis import format_report
+from ecab_tune.reporting.stats import paired_contrast
+from ecab_tune.study.analysis import format_report, main_family
 from ecab_tune.study.spec import load_spec
 
 
@@ -25,3 +27,19 @@ def test_seconds_a_run_are_averaged_per_device(tmp_path: Path):
         if line.startswith(("| none ", "| se "))
     }
     assert cells == {"none": "500 (NVIDIA H200); 12,000 (cpu)", "se": "10,000"}
+
+
+def test_a_study_partway_is_holm_adjusted_over_its_planned_family(tmp_path: Path):
+    # 3 planned contrasts (se − none, ecab − none, ecab − se); only se − none has 2 paired
+    # seeds. Adjusting over the 1 estimated would be Holm over a family of one: unadjusted.
+    spec = load_spec(write_study(tmp_path))
+    rows = [row("none", 0, "cpu", 1.0), row("none", 1, "cpu", 1.0)]
+    rows += [row("se", 0, "cpu", 1.0), row("se", 1, "cpu", 1.0), row("ecab", 0, "cpu", 1.0)]
+    for r, acc in zip(rows, (0.900, 0.910, 0.905, 0.912, 0.93), strict=True):
+        r["test_acc"] = acc
+    p = paired_contrast("se − none", [0.905, 0.912], [0.900, 0.910]).p
+    (se_none,) = main_family(spec, rows)
+    assert se_none.p_holm == pytest.approx(min(1.0, 3 * p))
+    report = format_report(spec, rows)
+    assert f"p={se_none.p_holm:.3f}" in report
+    assert "the 3 planned contrasts form one family (1 estimable so far" in report
