@@ -162,9 +162,24 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
     shared = all(len(h) == 1 for h in hashes.values())
     pairing = "one `init_hash` per seed across all arms" if shared else "NOT shared (check init)"
     lines.append(f"Initial trunk weights: {pairing}.")
+    lines.append(_devices_line(spec, rows))
     lines += _ablation_lines(spec, rows) + _convergence_lines(spec, rows)
     lines += _criteria_lines(spec, rows) + _cost_lines(rows)
     return "\n".join(lines) + "\n"
+
+
+def _devices_line(spec: StudySpec, rows: Rows) -> str:
+    """Whether each seed's main runs trained on one device: a pair split between a GPU (TF32
+    convolutions) and a CPU would carry the device's effect into its difference."""
+    devices = defaultdict(set)
+    for r in rows:
+        if r["group"] == "main" and r["epochs"] == spec.train.epochs:
+            devices[r["seed"]].add(r["device"])
+    mixed = {seed: sorted(d) for seed, d in sorted(devices.items()) if len(d) > 1}
+    if not mixed:
+        return "Devices: each seed's runs on one device."
+    where = "; ".join(f"seed {seed}: {', '.join(d)}" for seed, d in mixed.items())
+    return f"Devices: MIXED within a seed ({where}): those pairs include a device effect."
 
 
 def _ablation_lines(spec: StudySpec, rows: Rows) -> list[str]:

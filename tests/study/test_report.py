@@ -43,3 +43,14 @@ def test_a_study_partway_is_holm_adjusted_over_its_planned_family(tmp_path: Path
     report = format_report(spec, rows)
     assert f"p={se_none.p_holm:.3f}" in report
     assert "the 3 planned contrasts form one family (1 estimable so far" in report
+
+
+def test_the_report_says_when_a_seed_s_pairs_were_trained_on_different_devices(tmp_path: Path):
+    spec = load_spec(write_study(tmp_path))
+    rows = [row("none", 0, "NVIDIA H200", 1.0), row("se", 0, "NVIDIA H200", 1.0)]
+    rows += [row("none", 1, "cpu", 1.0)]
+    assert "Devices: each seed's runs on one device." in format_report(spec, rows)
+    rows.append(row("se", 1, "NVIDIA H200 + cpu", 1.0))  # resumed on another machine
+    assert "Devices: MIXED within a seed (seed 1: NVIDIA H200 + cpu, cpu)" in format_report(
+        spec, rows
+    )
