@@ -155,11 +155,7 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
         f"family{so_far}, p-values Holm-adjusted, the interval at the level Holm's step tested "
         "that contrast (* : p_Holm < 0.05).",
     ]
-    hashes = defaultdict(set)
-    for r in rows:
-        if r["epochs"] == spec.train.epochs:
-            hashes[r["seed"]].add(r["init_hash"])
-    shared = all(len(h) == 1 for h in hashes.values())
+    shared = all(len(h) == 1 for h in _per_seed(spec, rows, "init_hash").values())
     pairing = "one `init_hash` per seed across all arms" if shared else "NOT shared (check init)"
     lines.append(f"Initial trunk weights: {pairing}.")
     lines.append(_devices_line(spec, rows))
@@ -168,13 +164,20 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _devices_line(spec: StudySpec, rows: Rows) -> str:
-    """Whether each seed's main runs trained on one device: a pair split between a GPU (TF32
-    convolutions) and a CPU would carry the device's effect into its difference."""
-    devices = defaultdict(set)
+def _per_seed(spec: StudySpec, rows: Rows, field: str) -> dict[int, set[Any]]:
+    """Each seed's distinct values of `field` over the runs at the study's budget (main and
+    ablation alike: every pair is formed within a seed)."""
+    values: dict[int, set[Any]] = defaultdict(set)
     for r in rows:
-        if r["group"] == "main" and r["epochs"] == spec.train.epochs:
-            devices[r["seed"]].add(r["device"])
+        if r["epochs"] == spec.train.epochs:
+            values[r["seed"]].add(r[field])
+    return values
+
+
+def _devices_line(spec: StudySpec, rows: Rows) -> str:
+    """Whether each seed's runs trained on one device: a pair split between a GPU (TF32
+    convolutions) and a CPU would carry the device's effect into its difference."""
+    devices = _per_seed(spec, rows, "device")
     mixed = {seed: sorted(d) for seed, d in sorted(devices.items()) if len(d) > 1}
     if not mixed:
         return "Devices: each seed's runs on one device."
