@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ecab_tune.cluster import ClusterJoinError, check_resources
+from ecab_tune.config import command_parser
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.interrupts import sigterm_as_sigint
@@ -25,14 +26,12 @@ from ecab_tune.study.spec import GROUPS, Job, StudySpec, load_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ecab_tune.compare",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Examples:\n"
-        "  python -m ecab_tune.compare studies/fmnist-resnet20.yaml --jobs 2\n"
-        "  python -m ecab_tune.compare studies/fmnist-resnet20.yaml --report --readme README.md\n"
-        "  python -m ecab_tune.compare studies/fmnist-resnet20.yaml --seeds 2 --epochs 1 "
+    parser = command_parser(
+        "python -m ecab_tune.compare",
+        __doc__,
+        "python -m ecab_tune.compare studies/fmnist-resnet20.yaml --jobs 2",
+        "python -m ecab_tune.compare studies/fmnist-resnet20.yaml --report --readme README.md",
+        "python -m ecab_tune.compare studies/fmnist-resnet20.yaml --seeds 2 --epochs 1 "
         "--subset 2000 --out runs/study-smoke",
     )
     parser.add_argument("study", help="the study file (YAML), e.g. studies/fmnist-resnet20.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -176,6 +177,19 @@ def from_dict(cls: type[C], raw: Mapping[str, Any], *, what: str = "", where: st
 
 def _required(f: dataclasses.Field[Any]) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
+
+
+def command_parser(prog: str, doc: str, *examples: str, note: str = "") -> argparse.ArgumentParser:
+    """A command's parser: its module docstring as the description, then `note` and examples."""
+    epilog = [textwrap.fill(note, 96)] if note else []
+    if examples:
+        epilog.append("Examples:\n" + "\n".join(f"  {example}" for example in examples))
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=doc.strip(),
+        epilog="\n\n".join(epilog) or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def parse_option(item: str) -> tuple[str, Any]:

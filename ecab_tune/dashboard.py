@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ecab_tune.config import command_parser
 from ecab_tune.experiment import OPTUNA_DB
 
 
@@ -48,11 +49,8 @@ def study_url(storage: str, name: str, host: str, port: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ecab_tune.dashboard",
-        description=__doc__.split("\n\n")[0],
-        epilog="Example:\n  python -m ecab_tune.dashboard runs/quickstart",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "python -m ecab_tune.dashboard", __doc__, "python -m ecab_tune.dashboard runs/quickstart"
     )
     parser.add_argument("experiment", type=Path, help="the experiment folder: runs/<name>")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")

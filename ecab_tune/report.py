@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ecab_tune.config import command_parser
 from ecab_tune.reporting.baselines import StudyError, load_baselines
 from ecab_tune.reporting.document import check_block
 from ecab_tune.reporting.search_figures import ReportConfig
@@ -22,12 +23,11 @@ REPORT_DIR = "report"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ecab_tune.report",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Examples:\n  python -m ecab_tune.report runs/quickstart --format html\n"
-        "  python -m ecab_tune.report runs/quickstart "
+    parser = command_parser(
+        "python -m ecab_tune.report",
+        __doc__,
+        "python -m ecab_tune.report runs/quickstart --format html",
+        "python -m ecab_tune.report runs/quickstart "
         "--study benchmarks/results/fmnist-resnet20-pilot30",
     )
     parser.add_argument("experiment", type=Path, help="experiment folder, e.g. runs/<name>")

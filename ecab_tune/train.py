@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecab_tune.config import DataConfig, TrainConfig, add_arguments, from_args, to_dict
+from ecab_tune.config import (
+    DataConfig,
+    TrainConfig,
+    add_arguments,
+    command_parser,
+    from_args,
+    to_dict,
+)
 from ecab_tune.data import DatasetNotFoundError, load_data
 from ecab_tune.device import choose_precision, resolve_device
 from ecab_tune.engine import make_trainer, run_metrics, save_trainer
@@ -19,9 +26,11 @@ from ecab_tune.models import ModelConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ecab_tune.train",
-        description=__doc__.splitlines()[0],
+    parser = command_parser(
+        "python -m ecab_tune.train",
+        __doc__,
+        "python -m ecab_tune.train --model resnet20 --attention ecab --epochs 10",
+        "python -m ecab_tune.train --out runs/train/latest --resume",
     )
     add_arguments(parser, ModelConfig, skip=("num_classes", "in_chans"))  # from the data
     add_arguments(parser, DataConfig)

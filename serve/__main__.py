@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from ecab_tune.checkpoint import CheckpointError, read_meta
+from ecab_tune.config import command_parser
 from ecab_tune.device import DeviceError, resolve_device
 from serve.settings import NOT_FLAGS, RayOptions, ServeSettings
 
@@ -42,11 +43,12 @@ def flag_type(field: FieldInfo) -> type:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m serve",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="The bearer token is read from ECAB_SERVE_TOKEN only (never a flag: argv is "
+    parser = command_parser(
+        "python -m serve",
+        __doc__,
+        "python -m serve --model runs/quickstart/best",
+        "python -m serve --model runs/quickstart --ray-replicas 2",
+        note="The bearer token is read from ECAB_SERVE_TOKEN only (never a flag: argv is "
         "visible to every local user).",
     )
     for name, field in flag_fields().items():

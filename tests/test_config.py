@@ -4,6 +4,7 @@ helper, and CLI flags generated from the fields."""
 from __future__ import annotations
 
 import argparse
+import importlib
 from dataclasses import dataclass, field
 
 import pytest
@@ -12,6 +13,7 @@ from ecab_tune.config import (
     DataConfig,
     TrainConfig,
     add_arguments,
+    command_parser,
     from_args,
     from_dict,
     option_help,
@@ -85,3 +87,33 @@ def test_a_help_that_explains_its_default_is_not_given_another():
     add_arguments(parser, Named)
     assert "(default: a date)" in parser.format_help()
     assert "(default: None)" not in parser.format_help()
+
+
+def test_command_parser_shows_the_docstring_the_note_wrapped_and_the_examples():
+    doc = "`python -m tool X`: does a thing.\n\nLonger text,\n  kept as written.\n"
+    parser = command_parser("python -m tool", doc, "python -m tool a", note="word " * 30)
+    text = parser.format_help()
+    assert "`python -m tool X`: does a thing.\n\nLonger text,\n  kept as written." in text
+    note_lines = [line for line in text.splitlines() if line.startswith("word")]
+    assert len(note_lines) == 2 and all(len(line) <= 96 for line in note_lines)
+    assert text.endswith("Examples:\n  python -m tool a\n")
+    assert command_parser("python -m tool", doc).epilog is None
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "ecab_tune.train",
+        "ecab_tune.search.__main__",
+        "ecab_tune.compare",
+        "ecab_tune.report",
+        "ecab_tune.dashboard",
+        "ecab_tune.export.__main__",
+        "serve.__main__",
+    ],
+)
+def test_every_command_has_help_with_examples_of_itself(module: str):
+    parser = importlib.import_module(module).build_parser()
+    examples = parser.epilog.split("Examples:\n")[1].splitlines()
+    assert examples and all(line.startswith(f"  {parser.prog} ") for line in examples), examples
+    assert parser.description.startswith(f"`{parser.prog}")

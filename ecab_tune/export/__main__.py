@@ -1,4 +1,8 @@
-"""python -m ecab_tune.export runs/<name>/best --format onnx|torchscript --out DIR"""
+"""`python -m ecab_tune.export CHECKPOINT --format onnx|torchscript --out DIR`.
+
+Writes a self-contained model: uint8 images in, logits and each attention module's channel
+weights out, any batch size.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import argparse
 import sys
 
 from ecab_tune.checkpoint import CheckpointError
+from ecab_tune.config import command_parser
 from ecab_tune.export import FORMATS, SIGNATURE, ExportError, export_model
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ecab_tune.export",
-        description="Export a checkpoint as a self-contained model: uint8 images in, logits "
-        "and each attention module's channel weights out, any batch size.",
+    parser = command_parser(
+        "python -m ecab_tune.export",
+        __doc__,
+        "python -m ecab_tune.export runs/quickstart/best --format onnx --out exported",
     )
     parser.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<name>/best")
     parser.add_argument("--format", choices=FORMATS, required=True)

@@ -12,7 +12,7 @@ import dataclasses
 import sys
 
 from ecab_tune.cluster import ClusterJoinError
-from ecab_tune.config import DataConfig, add_arguments, from_args
+from ecab_tune.config import DataConfig, add_arguments, command_parser, from_args
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.search.config import SearchConfig, space_data
 from ecab_tune.search.runner import run_search
@@ -22,14 +22,13 @@ SPACE_DATA = ("dataset", "subset")  # left out on the command line: the space's
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ecab_tune.search",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="--dataset and --subset default to the space's; --val-fraction must be above 0 "
-        "(a search selects on a validation split, never on test).\n\n"
-        "Examples:\n  python -m ecab_tune.search --space quick\n"
-        "  python -m ecab_tune.search --space bridge --address auto --gpus-per-trial 0.25",
+    parser = command_parser(
+        "python -m ecab_tune.search",
+        __doc__,
+        "python -m ecab_tune.search --space quick",
+        "python -m ecab_tune.search --space bridge --address auto --gpus-per-trial 0.25",
+        note="--dataset and --subset default to the space's; --val-fraction must be above 0 "
+        "(a search selects on a validation split, never on test).",
     )
     add_arguments(parser, SearchConfig, skip=("data",))
     add_arguments(parser, DataConfig)
