@@ -30,7 +30,7 @@ import yaml
 from ray import tune
 
 from ecab_tune.experiment import TRIAL_PREFIX, read_results
-from ecab_tune.reporting.stats import paired_ci
+from ecab_tune.reporting.stats import paired_contrast
 from ecab_tune.search import SearchConfig, load_space, run_search
 from ecab_tune.search.config import space_data
 from ecab_tune.search.space import resolve_path
@@ -207,9 +207,10 @@ def summarize(records: list[dict[str, Any]]) -> None:
                 continue
             ratio = sum(a["epochs"] for a, _ in pairs) / sum(b["epochs"] for _, b in pairs)
             line = f"{label} vs random-fifo, {len(pairs)} seed(s): epochs {ratio:.2f}x"
-            for k in ("best_val", "best_test"):
-                ci = paired_ci([100 * a[k] for a, _ in pairs], [100 * b[k] for _, b in pairs])
-                line += f"; {k} {ci.mean:+.2f} pts [{ci.low:+.1f}, {ci.high:+.1f}]" if ci else ""
+            for k in ("best_val", "best_test") if len(pairs) > 1 else ():
+                a_k, b_k = [100 * a[k] for a, _ in pairs], [100 * b[k] for _, b in pairs]
+                c = paired_contrast(k, a_k, b_k)
+                line += f"; {k} {c.mean:+.2f} pts [{c.low:+.1f}, {c.high:+.1f}]"
             print(line)
 
 

@@ -1,9 +1,12 @@
-"""The layout's rules (issue #12): imports point one way, no module grows past 400 lines, and
-only the serve CLI starts a runner."""
+"""The layout's rules (issue #12): imports point one way, no module grows past 400 lines, only
+the serve CLI starts a runner, and every third-party import is a declared dependency."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ PACKAGES = ("ecab_tune", "serve")
 MAX_LINES = 400
 # Only the serve CLI starts a runner; the app and the library never import one.
 MAY_IMPORT_RUNNERS = ("serve.__main__", "serve.runners")
+# Test support shipped in the package, documented as needing the dev extras.
+DEV_ONLY = {"serve.testing"}
 
 
 def module_name(path: Path) -> str:
@@ -66,3 +71,40 @@ def test_only_the_serve_cli_imports_the_runners() -> None:
     for name, deps in graph().items():
         if not name.startswith(MAY_IMPORT_RUNNERS):
             assert not {d for d in deps if d.startswith("serve.runners")}, name
+
+
+def declared(extras: bool) -> set[str]:
+    """Distributions pyproject names: the dependencies, and with `extras` every extra but dev."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    if extras:
+        optional = project["optional-dependencies"]
+        reqs += [r for name, group in optional.items() if name != "dev" for r in group]
+    return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """A plain `pip install` runs every command: nothing leans on a dev-only or transitive
+    package (the study's report once imported scipy, which only scikit-learn, a dev extra,
+    brought). Imports inside functions may come from an extra (ONNX, trackers)."""
+    providers = importlib.metadata.packages_distributions()
+    required, optional = declared(extras=False), declared(extras=True)
+    missing = []
+    for name, path in sources().items():
+        if name in DEV_ONLY:
+            continue
+        tree = ast.parse(path.read_text())
+        top = {n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            for root in {m.split(".")[0] for m in modules} - {*PACKAGES, *sys.stdlib_module_names}:
+                dists = {d.lower().replace("_", "-") for d in providers.get(root, [])}
+                if not dists & (required if node in top else optional):
+                    missing.append(f"{name}: {root} ({', '.join(sorted(dists)) or 'absent'})")
+    assert not missing, missing

@@ -115,7 +115,7 @@ def _to_onnx(wrapper: ExportedModel, example: Tensor, path: Path) -> None:
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
     except ImportError as exc:
         raise ExportError(
-            "ONNX export needs the onnx and onnxscript packages: pip install -e '.[dev]'"
+            "ONNX export needs the onnx and onnxscript packages: pip install -e '.[onnx]'"
         ) from exc
     with warnings.catch_warnings():
         # The gates' writes to the capture dict are the side effect this wrapper relies on.

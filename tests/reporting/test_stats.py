@@ -1,12 +1,13 @@
-"""Summaries over seeds (`ecab_tune.reporting.stats`): paired t intervals against the hand
-computation and scipy, the t table's fallback, Holm's adjustment."""
+"""Summaries over seeds (`ecab_tune.reporting.stats`): the paired t-test against the hand
+computation and scipy's `ttest_rel`, Holm's adjustment."""
 
 import dataclasses
 import math
 
 import pytest
+from scipy import stats
 
-from ecab_tune.reporting.stats import approx_t975, holm, mean_std, paired_ci, paired_contrast
+from ecab_tune.reporting.stats import holm, mean_std, paired_contrast
 
 # Three seeds; differences 0.02, 0.01, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.302653.
 WITH = [0.80, 0.82, 0.85]
@@ -14,42 +15,33 @@ WITHOUT = [0.78, 0.81, 0.82]
 HALF_WIDTH = 4.302653 * 0.01 / math.sqrt(3)
 
 
-def test_paired_ci_matches_the_hand_computation():
-    ci = paired_ci(WITH, WITHOUT)
-    assert ci.n == 3 and ci.mean == pytest.approx(0.02)
-    assert (ci.low, ci.high) == pytest.approx((0.02 - HALF_WIDTH, 0.02 + HALF_WIDTH), abs=1e-6)
-    assert not ci.excludes_zero
-    assert paired_ci([x + 0.05 for x in WITH], WITH).excludes_zero
+def test_paired_contrast_matches_the_hand_computation():
+    c = paired_contrast("with − without", WITH, WITHOUT)
+    assert c.diffs == pytest.approx((0.02, 0.01, 0.03)) and c.mean == pytest.approx(0.02)
+    assert c.sd == pytest.approx(0.01) and c.half_width == pytest.approx(HALF_WIDTH, abs=1e-6)
+    assert (c.low, c.high) == pytest.approx((0.02 - HALF_WIDTH, 0.02 + HALF_WIDTH), abs=1e-6)
 
 
-def test_paired_ci_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
+def test_paired_contrast_matches_scipy_ttest_rel():
     a, b = [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88]
-    ci, reference = paired_ci(a, b), stats.ttest_rel(a, b).confidence_interval(0.95)
-    assert (ci.low, ci.high) == pytest.approx((reference.low, reference.high))
-    assert ci.t_source == "scipy"
+    c, reference = paired_contrast("a − b", a, b), stats.ttest_rel(a, b)
+    interval = reference.confidence_interval(0.95)
+    assert (c.low, c.high) == pytest.approx((interval.low, interval.high))
+    assert c.p == pytest.approx(reference.pvalue)
+    assert paired_contrast("same", a, a).p == 1.0  # no spread: no evidence, not a nan
 
 
-def test_t_table_fallback_is_close_to_the_exact_quantile():
-    stats = pytest.importorskip("scipy.stats")
-    for df in range(1, 120):
-        assert approx_t975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=5e-4), df
-
-
-def test_one_seed_gives_no_interval_and_no_std():
-    assert paired_ci([0.9], [0.8]) is None
+def test_one_seed_gives_no_contrast_and_no_std():
     mean, std = mean_std([0.9])
     assert mean == 0.9 and math.isnan(std)
-    with pytest.raises(ValueError, match="length"):
-        paired_ci([0.9, 0.8], [0.8])
+    with pytest.raises(ValueError, match="two or more pairs, got 1"):
+        paired_contrast("x", [0.9], [0.8])
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_contrast("x", [0.9, 0.8], [0.8])
 
 
-def test_paired_contrast_matches_scipy_and_holm_the_hand_computation():
-    stats = pytest.importorskip("scipy.stats")
-    a, b = [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88]
-    c = paired_contrast("a − b", a, b)
-    assert c.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    assert c.mean == pytest.approx(0.016) and c.half_width > 0
+def test_holm_matches_the_hand_computation():
+    c = paired_contrast("a − b", [0.91, 0.88, 0.93, 0.90, 0.87], [0.89, 0.88, 0.90, 0.86, 0.88])
     # Holm on p = (0.01, 0.04, 0.03): sorted 0.01·3 = 0.03, 0.03·2 = 0.06, max(0.06, 0.04·1).
     family = [
         c.__class__(str(p), c.diffs, c.mean, c.sd, c.low, c.high, p) for p in (0.01, 0.04, 0.03)
@@ -60,7 +52,6 @@ def test_paired_contrast_matches_scipy_and_holm_the_hand_computation():
 
 
 def test_holm_over_a_planned_family_counts_the_missing_contrasts_as_p_1():
-    pytest.importorskip("scipy.stats")
     c = paired_contrast("a − b", [0.91, 0.88, 0.93], [0.89, 0.88, 0.90])
     family = [dataclasses.replace(c, name=str(p), p=p) for p in (0.01, 0.04, 0.03)]
     # Planned 5, estimated 3: sorted 0.01·5 = 0.05, 0.03·4 = 0.12, max(0.12, 0.04·3) = 0.12.
