@@ -1,10 +1,14 @@
 """A request's images → one uint8 batch, in bounded memory and time.
 
-Every image's header is read first (cheap): a JPEG is set to decode in draft mode (scaled by
-1/2, 1/4 or 1/8 in the DCT, never below the model's input size), then each image's decoded size
-must be within `max_pixels` and the request's sum within `max_request_pixels`, so a request is
-refused before any pixel is allocated. Decoding then runs on at most `max_decodes` threads per
-worker, one image at a time, each freed as soon as it is converted to the model's small input.
+Every image's header is read first: a JPEG is set to decode in draft mode (scaled by 1/2, 1/4
+or 1/8 in the DCT, never below the model's input size), then each image's decoded size must be
+within `max_pixels` and the request's sum within `max_request_pixels`, so a request is refused
+before any pixel is allocated. Decoding then runs on at most `max_decodes` threads per worker,
+one image at a time, each freed as soon as it is converted to the model's small input.
+
+Only a request small in bytes *and* in pixels is handled on the event loop. Bytes bound the
+work that pixels do not: a PNG's ancillary chunks are parsed one by one when it is opened, and
+a JPEG's scans each pass over every coefficient, however small its draft.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from serve.images import Upload
 
 # A 128×128 image decodes in well under 0.1 ms: less than a round trip to a worker thread.
 INLINE_DECODE_PIXELS = 128 * 128
+# 32 KiB of the worst input measured (a PNG of empty chunks, JPEG scans at the scan limit)
+# holds the loop for ~10 ms; a model-sized PNG is a few KiB.
+INLINE_DECODE_BYTES = 32 * 1024
 
 
 class Decoder:
@@ -41,8 +48,19 @@ class Decoder:
         self._slots = asyncio.Semaphore(max_decodes)
         self._observe = observe  # decode time, for the metrics
 
+    async def to_batch(self, uploads: list[Upload], shape: tuple[int, int, int]) -> Tensor:
+        """The request's images as one uint8 batch, or a clear 4xx for any of them."""
+        if sum(len(upload.data) for upload in uploads) > INLINE_DECODE_BYTES:
+            return await self._in_thread(
+                lambda: self._convert(self.open(uploads, shape), uploads, shape)
+            )
+        opened = self.open(uploads, shape)
+        if sum(image.width * image.height for image in opened) <= INLINE_DECODE_PIXELS:
+            return self._convert(opened, uploads, shape)
+        return await self._in_thread(lambda: self._convert(opened, uploads, shape))
+
     def open(self, uploads: list[Upload], shape: tuple[int, int, int]) -> list[Image.Image]:
-        """Parse headers and refuse what is over the limits (on the event loop: cheap)."""
+        """Parse headers and refuse what is over the limits, before any pixel is decoded."""
         _, h, w = shape
         opened = []
         total = 0
@@ -57,15 +75,9 @@ class Decoder:
             )
         return opened
 
-    async def to_batch(
-        self, opened: list[Image.Image], uploads: list[Upload], shape: tuple[int, int, int]
-    ) -> Tensor:
-        if sum(image.width * image.height for image in opened) <= INLINE_DECODE_PIXELS:
-            return self._convert(opened, uploads, shape)
+    async def _in_thread(self, work: Callable[[], Tensor]) -> Tensor:
         await self._slots.acquire()
-        job = asyncio.get_running_loop().run_in_executor(
-            None, self._convert, opened, uploads, shape
-        )
+        job = asyncio.get_running_loop().run_in_executor(None, work)
         try:
             return await asyncio.shield(job)
         finally:

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve.tracking import HEADER as REQUEST_ID_HEADER
+
 log = logging.getLogger("serve")
 
 
@@ -122,5 +124,11 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, 500)
+        # Starlette answers these outside every middleware, the request tracking's included:
+        # its id is added here, so the responses most worth tracing carry one too.
+        request_id = getattr(request.state, "request_id", None)
+        log.exception(
+            "unexpected error on %s %s (request %s)", request.method, request.url.path, request_id
+        )
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, 500, headers)

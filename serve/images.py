@@ -18,6 +18,12 @@ from PIL import Image
 from serve.errors import InvalidInput, TooLarge
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+# Encoders write up to ~10 scans (libjpeg's progressive script for colour); each scan is a pass
+# over every coefficient, and libjpeg accepts thousands of tiny ones (1.9 MB of them held a
+# worker's event loop past its 10 s heartbeat). Counted as start-of-scan markers, which
+# entropy-coded data cannot contain (an EXIF thumbnail's add a few).
+MAX_JPEG_SCANS = 100
+_START_OF_SCAN = b"\xff\xda"
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
@@ -69,8 +75,15 @@ def open_image(
         raise InvalidInput(
             f"{what} is not a supported image ({', '.join(FORMATS)}): {_reason(exc)}"
         ) from exc
-    if draft_to is not None and image.format == "JPEG":
-        image.draft(None, draft_to)  # type: ignore[arg-type]  # None: keep the mode
+    if image.format == "JPEG":
+        scans = upload.data.count(_START_OF_SCAN)
+        if scans > MAX_JPEG_SCANS:
+            raise InvalidInput(
+                f"{what} is a JPEG of {scans:,} scans; at most {MAX_JPEG_SCANS} are accepted "
+                "(encoders write about 10)"
+            )
+        if draft_to is not None:
+            image.draft(None, draft_to)  # type: ignore[arg-type]  # None: keep the mode
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise TooLarge(

@@ -23,14 +23,17 @@ from serve.cam import grad_cam
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder as is; an experiment folder → its exported best checkpoint."""
     folder = Path(path).expanduser()
-    if (folder / checkpoint.META).is_file():
-        return folder
-    if (folder / EXPORT_DIR / checkpoint.META).is_file():
-        return folder / EXPORT_DIR
-    if not folder.exists():
-        raise CheckpointError(f"{folder} does not exist")
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder} is not a folder (expected a checkpoint folder)")
+    try:
+        if (folder / checkpoint.META).is_file():
+            return folder
+        if (folder / EXPORT_DIR / checkpoint.META).is_file():
+            return folder / EXPORT_DIR
+        if not folder.exists():
+            raise CheckpointError(f"{folder} does not exist")
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder} is not a folder (expected a checkpoint folder)")
+    except OSError as exc:  # a name too long, a folder we may not read
+        raise CheckpointError(f"{folder}: {exc.strerror or exc}") from exc
     raise CheckpointError(
         f"{folder} is neither a checkpoint (no {checkpoint.META}) nor an experiment folder "
         f"with an exported best model ({EXPORT_DIR}/{checkpoint.META})"

@@ -175,9 +175,7 @@ class Service:
                 f"(allowed: 1..{len(classes)})"
             )
         with self.batcher.arrival() as arrival:
-            # Headers only (cheap): empty, unknown and oversized images are refused right here.
-            opened = self.decoder.open(uploads, handle.input_shape)
-            batch = await self.decoder.to_batch(opened, uploads, handle.input_shape)
+            batch = await self.decoder.to_batch(uploads, handle.input_shape)
             future = arrival.submit(handle, batch, top_k, attention, cam)
         results = await future
         return PredictResponse(

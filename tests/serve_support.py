@@ -6,6 +6,7 @@ A real server process for a test is `serve.testing`'s.
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
 import zlib
@@ -145,6 +146,21 @@ def png_claiming(width: int, height: int) -> bytes:
     png[16:24] = ihdr[4:12]
     png[29:33] = zlib.crc32(ihdr).to_bytes(4, "big")
     return bytes(png)
+
+
+def jpeg_with_scans(extra: int, side: int = 1024) -> bytes:
+    """A valid progressive grey JPEG followed by `extra` empty AC scans, each a 12-byte
+    end-of-band run over every block: libjpeg decodes them all, a pass over the image each."""
+    noise = np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint8)
+    body = encode(noise, "JPEG", progressive=True, quality=50)[:-2]  # without its end marker
+    table = b"\xff\xc4" + struct.pack(">H", 20) + b"\x10" + bytes([1] + [0] * 15) + b"\xe0"
+    scan = b"\xff\xda" + struct.pack(">H", 8) + b"\x01\x01\x00\x01\x3f\x00"
+    runs = (side // 8) ** 2 >> 14  # code "0" + 14 zero bits: a run of 2^14 blocks
+    assert runs and (side // 8) ** 2 % (1 << 14) == 0
+    bits = "0" * 15 * runs
+    bits += "1" * (-len(bits) % 8)
+    coded = int(bits, 2).to_bytes(len(bits) // 8, "big")
+    return body + table + (scan + coded) * extra + b"\xff\xd9"
 
 
 def make_client(model: Path | None, **settings) -> TestClient:

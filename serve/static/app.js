@@ -39,7 +39,8 @@ async function predict(file) {
   if (token) headers.Authorization = `Bearer ${token}`;
   let body;
   try {
-    const res = await fetch("predict?top_k=5&cam=true", { method: "POST", body: form, headers });
+    // No top_k: the server sends its default, at most the model's class count.
+    const res = await fetch("predict?cam=true", { method: "POST", body: form, headers });
     body = await res.json();
     if (!res.ok) throw new Error(`${res.status}: ${body.detail}`);
   } catch (err) {

@@ -3,15 +3,17 @@ where decoding runs."""
 
 from __future__ import annotations
 
+import io
 import threading
 
 import numpy as np
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from serve_support import (
     assert_error,
     assert_still_serving,
     encode,
+    jpeg_with_scans,
     make_client,
     noise_png,
     png_claiming,
@@ -45,23 +47,53 @@ def test_large_jpegs_decode_in_draft_mode(ckpts) -> None:
         assert post_files(c, [png], headers={}).status_code == 200
 
 
-def test_only_small_images_are_decoded_on_the_event_loop(client: TestClient) -> None:
-    from serve.decoding import INLINE_DECODE_PIXELS
+def test_only_requests_small_in_pixels_and_bytes_are_decoded_on_the_event_loop(
+    client: TestClient,
+) -> None:
+    from serve.decoding import INLINE_DECODE_BYTES, INLINE_DECODE_PIXELS
 
     decoder = client.app.state.service.decoder
-    threads: list[str] = []
-    real = decoder._convert
+    threads: list[tuple[str, str]] = []
 
-    def recording(*args):
-        threads.append(threading.current_thread().name)
-        return real(*args)
+    def recording(step: str):
+        real = getattr(decoder, step)
 
-    decoder._convert = recording
-    loop_thread = client.portal.call(lambda: threading.current_thread().name)
+        def record(*args):
+            threads.append((step, threading.current_thread().name))
+            return real(*args)
+
+        return record
+
+    decoder.open, decoder._convert = recording("open"), recording("_convert")
+    loop = client.portal.call(lambda: threading.current_thread().name)
     assert 28 * 28 <= INLINE_DECODE_PIXELS < 200 * 200
-    assert post_files(client, [noise_png(0)]).status_code == 200
-    assert post_files(client, [noise_png(0, shape=(200, 200))]).status_code == 200
+    small = noise_png(0)
+    # 28×28 pixels, but bytes enough to keep the loop busy: parsed off it as well.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * INLINE_DECODE_BYTES)
+    padded = encode(Image.open(io.BytesIO(small)), pnginfo=info)
+    assert len(small) < INLINE_DECODE_BYTES < len(padded)
+    flat = encode(Image.new("L", (200, 200), 128))  # 40,000 pixels in a few hundred bytes
+    for image in (small, flat, padded):
+        assert post_files(client, [image]).status_code == 200
     # A bomb's header is read on the loop and refused there: its pixels are never allocated.
     assert_error(post_files(client, [png_claiming(100_000, 100_000)]), 413, "decompression")
-    assert len(threads) == 2
-    assert threads[0] == loop_thread and threads[1] != loop_thread
+    on_loop = [(step, name == loop) for step, name in threads]
+    assert on_loop == [
+        ("open", True), ("_convert", True),  # small
+        ("open", True), ("_convert", False),  # many pixels
+        ("open", False), ("_convert", False),  # many bytes
+        ("open", True),  # the bomb
+    ]  # fmt: skip
+
+
+def test_jpeg_scan_floods_are_refused_before_decoding(client: TestClient) -> None:
+    from serve.images import MAX_JPEG_SCANS
+
+    # Plain progressive JPEGs (6 scans for grey, 10 for colour) and a few more are fine.
+    assert post_files(client, [jpeg_with_scans(MAX_JPEG_SCANS - 6)]).status_code == 200
+    # 1024² drafts to 128×128, yet every extra scan is a pass over all 16,384 blocks.
+    flood = jpeg_with_scans(20_000)
+    assert len(flood) < 1_000_000
+    assert_error(post_files(client, [flood]), 422, "20,006 scans", f"at most {MAX_JPEG_SCANS}")
+    assert_still_serving(client)

@@ -22,6 +22,13 @@ def test_reload_loads_only_under_the_model_root(client: TestClient, ckpts, tmp_p
         )
     finally:
         link.unlink()
+    # An experiment folder under the root whose best/ is a link out: outside as well.
+    (experiment := ckpts["cbam"].parent / "linked-best").mkdir()
+    (experiment / "best").symlink_to(outside, target_is_directory=True)
+    assert_error(client.post("/reload", json={"path": "linked-best"}, headers=AUTH), 403, "outside")
+    # Strings that are no usable path: a clear 422, not a 500.
+    for bad, why in (("a\x00b", "null byte"), ("x" * 300, "too long"), ("~nosuchuser/x", "exist")):
+        assert_error(client.post("/reload", json={"path": bad}, headers=AUTH), 422, why)
     # A relative path is taken from the root; the answer (with the token) has every detail.
     r = client.post("/reload", json={"path": "ecab"}, headers=AUTH)
     assert r.status_code == 200, r.text

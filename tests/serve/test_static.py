@@ -3,6 +3,7 @@ values on hover, bridge sources."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from serve_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    FASHION,
     encode,
     fashion_test_images,
     make_checkpoint,
@@ -95,14 +97,20 @@ def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
 def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    # Three classes (an image folder can have any number): fewer than the page's five rows.
+    three = dataclasses.replace(FASHION, classes=FASHION.classes[:3])
     ckpt = make_checkpoint(
-        tmp_path / "ecab", "ecab", seed=7, attention_kwargs={"layers": "last2", "fusion": "concat"}
+        tmp_path / "ecab",
+        "ecab",
+        three,
+        seed=7,
+        attention_kwargs={"layers": "last2", "fusion": "concat"},
     )
     png = tmp_path / "coat.png"
     png.write_bytes(encode(fashion_test_images(7)[6][0]))
     with server(ckpt) as url:
         expected = httpx.post(
-            f"{url}/predict?top_k=5&cam=true",
+            f"{url}/predict?cam=true",
             files=[("files", ("coat.png", png.read_bytes(), "image/png"))],
             timeout=30,
         ).json()["predictions"][0]
@@ -123,6 +131,7 @@ def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Pa
                     "document.getElementById('status').textContent.startsWith('done')",
                     timeout=30_000,
                 )
+                rows = page.locator("#top li").count()
                 size = page.eval_on_selector("#cam", "c => [c.height, c.width]")
                 painted = page.evaluate(ALPHA)
                 shown = page.eval_on_selector("#cam", "c => getComputedStyle(c).display")
@@ -147,6 +156,7 @@ def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Pa
                 )
             finally:
                 browser.close()
+    assert rows == len(expected["top"]) == 3
     assert size == expected["cam_shape"] == [7, 7]
     # The overlay's see-through cells are exactly the map's zeros (alpha = round(255 v)).
     assert painted == sum(math.floor(255 * v + 0.5) > 0 for row in expected["cam"] for v in row)
