@@ -233,10 +233,10 @@ def add_arguments(
             )
             continue
         choices = f.metadata["choices"]() if f.metadata.get("choices") else None
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None: a flag of X
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
         if typing.get_origin(kind) is Literal:
             choices, kind = typing.get_args(kind), str
-        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
         group.add_argument(flag, type=kind, choices=choices, default=f.default, **common)
 
 

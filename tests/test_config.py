@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
@@ -100,20 +102,45 @@ def test_command_parser_shows_the_docstring_the_note_wrapped_and_the_examples():
     assert command_parser("python -m tool", doc).epilog is None
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "ecab_tune.train",
-        "ecab_tune.search.__main__",
-        "ecab_tune.compare",
-        "ecab_tune.report",
-        "ecab_tune.dashboard",
-        "ecab_tune.export.__main__",
-        "serve.__main__",
-    ],
-)
+COMMANDS = [
+    "ecab_tune.train",
+    "ecab_tune.search.__main__",
+    "ecab_tune.compare",
+    "ecab_tune.report",
+    "ecab_tune.dashboard",
+    "ecab_tune.export.__main__",
+    "serve.__main__",
+]
+
+
+@pytest.mark.parametrize("module", COMMANDS)
 def test_every_command_has_help_with_examples_of_itself(module: str):
     parser = importlib.import_module(module).build_parser()
     examples = parser.epilog.split("Examples:\n")[1].splitlines()
     assert examples and all(line.startswith(f"  {parser.prog} ") for line in examples), examples
     assert parser.description.startswith(f"`{parser.prog}")
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_every_choice_a_flag_lists_is_accepted(module: str):
+    # argparse converts with `type` first, then looks the result up in `choices`.
+    parser = importlib.import_module(module).build_parser()
+    for action in parser._actions:
+        # A typing form (`Literal[...]`) as the converter refuses every value it is given.
+        assert typing.get_origin(action.type) is None, action.option_strings
+        for choice in action.choices or ():
+            value = action.type(str(choice)) if action.type else str(choice)
+            assert value in action.choices, (action.option_strings, choice)
+
+
+def test_an_optional_literal_field_is_a_flag_with_choices():
+    @dataclass(frozen=True)
+    class Pick:
+        way: Literal["a", "b"] | None = None
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Pick)
+    assert from_args(Pick, parser.parse_args(["--way", "b"])) == Pick("b")
+    assert from_args(Pick, parser.parse_args([])) == Pick()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--way", "c"])
