@@ -1,6 +1,8 @@
 """`python -m ecab_tune.train`: train one configuration and save a checkpoint.
 
-Prints a line per epoch; `--resume` continues the checkpoint in `--out` exactly.
+Prints a line per epoch; `--resume` continues the checkpoint in `--out` exactly, with the
+model, data and recipe it was saved with (flags that contradict them are refused; `--data-dir`
+and `--download` may change: they say where the data is, not which).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecab_tune import checkpoint
 from ecab_tune.config import (
     DataConfig,
     TrainConfig,
     add_arguments,
     command_parser,
     from_args,
+    from_dict,
     to_dict,
 )
 from ecab_tune.data import DatasetNotFoundError, load_data
@@ -44,12 +48,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where the data lives and whether to fetch it: a resumed run may take these from the flags.
+WHERE = ("data_dir", "download")
+
+
+def resumed_configs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path
+) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    """The configs `out` was saved with; a flag given that contradicts them is refused."""
+    meta = checkpoint.read_meta(out)
+    if meta.train is None or "data_config" not in meta.extra:
+        raise checkpoint.CheckpointError(
+            f"{out} was not saved by python -m ecab_tune.train, so it cannot be resumed here"
+        )
+    try:
+        data = from_dict(DataConfig, meta.extra["data_config"], what="data_config")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"{out}/{checkpoint.META} is malformed: {exc}") from exc
+    data = dataclasses.replace(data, **{k: getattr(args, k) for k in WHERE})
+    defaults = parser.parse_args([])
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    for saved in (meta.model, data, meta.train):
+        given, default = from_args(type(saved), args), from_args(type(saved), defaults)
+        for f in dataclasses.fields(saved):
+            value = getattr(given, f.name)
+            if f.name in flags and getattr(default, f.name) != value != getattr(saved, f.name):
+                raise ValueError(
+                    f"--resume continues {out} as it was saved: {flags[f.name]} {value} "
+                    f"contradicts its {getattr(saved, f.name)} (leave the flag out)"
+                )
+    return meta.model, data, meta.train
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = Path(args.out)
     try:
-        data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
-        model_cfg = from_args(ModelConfig, args)  # unknown attention options fail here
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; a checkpoint is a folder")
+        if args.resume:
+            model_cfg, data_cfg, train_cfg = resumed_configs(parser, args, out)
+        else:
+            data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
+            model_cfg = from_args(ModelConfig, args)  # unknown attention options fail here
         device = resolve_device(args.device)
         choose_precision(device, train_cfg.precision)  # a bad pairing fails here, in one line
         splits = load_data(data_cfg, train_cfg.seed)
@@ -57,12 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             model_cfg, num_classes=len(splits.info.classes), in_chans=splits.info.channels
         )
         model_cfg.build()  # option values (fusion, layers) are checked here, before any work
-    except (ValueError, DatasetNotFoundError) as exc:
+        trainer = make_trainer(  # a split too small for a batch fails here
+            model_cfg, splits, train_cfg, device, resume_from=out if args.resume else None
+        )
+    except (ValueError, DatasetNotFoundError) as exc:  # CheckpointError is a ValueError
         parser.error(str(exc))
-    out = Path(args.out)
-    trainer = make_trainer(
-        model_cfg, splits, train_cfg, device, resume_from=out if args.resume else None
-    )
     print(
         f"[train] {model_cfg.name}+{model_cfg.attention} on {data_cfg.dataset} "
         f"({len(splits.train)} train, {len(trainer.eval_split)} val) on {device}; "

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ecab_tune import train
+from ecab_tune import checkpoint, train
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,68 @@ def test_help_states_each_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: resnet20)" in text and "(default: fashion-mnist)" in text
     assert not re.search(r"\(default: [^)]*\) \(default:", text)
+
+
+TINY = ["--model", "resnet8", "--attention", "se", "--width", "0.25", "--subset", "200"]
+TINY += ["--batch-size", "64", "--epochs", "2", "--val-fraction", "0.2"]
+
+
+def test_resume_continues_with_the_saved_configs_and_refuses_contradicting_flags(
+    tmp_path, capsys, monkeypatch
+):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert train.main([*TINY, "--out", str(whole)]) == 0
+    expected = capsys.readouterr().out.splitlines()
+
+    real_save = train.save_trainer
+
+    def killed_after_the_first_epoch(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_trainer", killed_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*TINY, "--out", str(cut)])
+    monkeypatch.setattr(train, "save_trainer", real_save)
+    capsys.readouterr()
+    # No model, data or recipe flags: all of them come from the checkpoint, not the defaults.
+    assert train.main(["--out", str(cut), "--resume"]) == 0
+    resumed = capsys.readouterr().out.splitlines()
+    assert resumed[0] == expected[0]  # resnet8+se on the same split, the same parameter count
+    assert [line.split("loss")[0].strip() for line in resumed[1:-1]] == ["epoch   2/2"]
+    assert resumed[-1].split("checkpoint")[0] == expected[-1].split("checkpoint")[0]
+    meta = checkpoint.load_model(cut)[1]
+    assert (meta.model.name, meta.model.attention, meta.train.epochs) == ("resnet8", "se", 2)
+
+    for flags, words in (
+        (["--lr", "0.3"], "--lr 0.3 contradicts its 0.1"),
+        (["--attention", "eca"], "--attention eca contradicts its se"),
+        (["--subset", "300"], "--subset 300 contradicts its 200"),
+    ):
+        with pytest.raises(SystemExit):
+            train.main([*flags, "--out", str(cut), "--resume"])
+        assert words in capsys.readouterr().err
+    # The same flags as saved, or where the data lives, are fine.
+    assert train.main([*TINY, "--data-dir", "elsewhere", "--out", str(cut), "--resume"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--resume"], "is not a checkpoint: meta.json is missing"),
+        (["--subset", "100", "--batch-size", "128"], "exceeds the 80 training images"),
+    ],
+)
+def test_a_run_that_cannot_start_is_one_line(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.main([*TINY, *argv, "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(words)
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "load_data", lambda *a: pytest.fail("data read"))
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "file")])
+    assert "--out" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
