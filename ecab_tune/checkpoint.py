@@ -52,16 +52,29 @@ class Meta:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Meta:
+        if not isinstance(raw, dict):
+            raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
         if raw.get("format") != FORMAT:
             raise ValueError(f"format is {raw.get('format')!r}, expected {FORMAT!r}")
         train = raw.get("train")
-        return cls(
+        meta = cls(
             model=ModelConfig.from_dict(raw["model"]),
             data=DataInfo.from_dict(raw["data"]),
             train=None if train is None else from_dict(TrainConfig, _upgrade_train(train)),
             metrics=dict(raw.get("metrics") or {}),
             extra=dict(raw.get("extra") or {}),
         )
+        # The model's output and input must be the data's, or predictions get wrong labels.
+        if len(meta.data.classes) != meta.model.num_classes:
+            raise ValueError(
+                f"data.classes names {len(meta.data.classes)} classes, "
+                f"model.num_classes is {meta.model.num_classes}"
+            )
+        if meta.data.channels != meta.model.in_chans:
+            raise ValueError(
+                f"data.channels is {meta.data.channels}, model.in_chans {meta.model.in_chans}"
+            )
+        return meta
 
 
 def _upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +132,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         weights = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from exc
-    model = meta.model.build()
+    try:
+        model = meta.model.build()  # option values (fusion, layers, width) are checked here
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder}/{META} describes no buildable model: {exc}") from exc
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

@@ -75,6 +75,28 @@ def test_checkpoint_errors_are_clear(tmp_path):
         checkpoint.load_model(other)
 
 
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        (lambda meta: [1, 2], "expected a JSON object, got list"),
+        (lambda meta: "x", "expected a JSON object, got str"),
+        (lambda meta: meta["data"].update(classes=["a", "b"]), "names 2 classes"),
+        (lambda meta: meta["model"].update(in_chans=3), "data.channels is 1, model.in_chans 3"),
+        (lambda meta: meta["model"]["attention_kwargs"].update(fusion="bogus"), "fusion"),
+        (lambda meta: meta["model"]["attention_kwargs"].update(layers=[-1, -50]), "layers"),
+        (lambda meta: meta["model"].update(width=0), "width"),
+        (lambda meta: meta["model"].update(attention_kwargs=["fusion"]), "mapping"),
+    ],
+)
+def test_metadata_that_contradicts_itself_is_a_checkpoint_error(tmp_path, edit, words):
+    save_trainer(tmp_path, tiny_trainer(epochs=1), ECAB)
+    meta = json.loads((tmp_path / checkpoint.META).read_text())
+    meta = edit(meta) or meta  # in place, or a replacement
+    (tmp_path / checkpoint.META).write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match=words):
+        checkpoint.load_model(tmp_path)
+
+
 def test_crafted_pickle_in_resume_state_does_not_run(tmp_path):
     trainer = tiny_trainer(epochs=1)
     save_trainer(tmp_path, trainer, ECAB)
