@@ -20,8 +20,7 @@ from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.interrupts import sigterm_as_sigint
 from ecab_tune.reporting.document import check_block
 from ecab_tune.study.analysis import readme_tag, update_readme, write_report
-from ecab_tune.study.runner import pending_jobs, run_local, run_ray
-from ecab_tune.study.runs import read_runs
+from ecab_tune.study.runner import pending_jobs, run_local, run_ray, study_rows
 from ecab_tune.study.spec import GROUPS, Job, StudySpec, load_spec
 
 
@@ -117,6 +116,8 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
 def selected_jobs(spec: StudySpec, groups: list[str] | None, seeds: list[int] | None) -> list[Job]:
     """The study's runs in the named groups and seeds (all where None)."""
     jobs = [j for j in spec.jobs() if j.group in (groups or GROUPS)]
+    if not jobs:
+        raise ValueError(f"--only {' '.join(groups or GROUPS)} selects none of this study's runs")
     missing = sorted(set(seeds or []) - {j.seed for j in jobs})
     if missing:
         have = sorted({j.seed for j in jobs})
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_ray(spec, jobs, out, args.address, args.cpus_per_trial, args.gpus_per_trial)
                 elif jobs:
                     run_local(spec, jobs, out, args.jobs, args.device, args.streams)
-        rows = read_runs(out)
+        rows = study_rows(spec, out)
         if not rows:
             raise ValueError(f"{out}/runs.jsonl holds no runs yet: run the study first")
         table = write_report(spec, rows, out)

@@ -40,6 +40,7 @@ from ecab_tune.study.runs import RUNS, read_runs
             ["--only", "convergence", "--only-seeds", "1"],
             "no run has seed 1 (seeds here: 0..0)",
         ),
+        ({}, ["--only", "ablation", "--arms", "se"], "--only ablation selects none of this"),
         ({}, ["--readme", "nowhere.md"], "--readme nowhere.md: [Errno 2]"),
         ({}, ["--readme", __file__], "needs one <!-- begin study:tiny --> ... <!-- end"),
     ],
@@ -50,6 +51,17 @@ def test_bad_study_files_and_flags_fail_before_any_work(changes, argv, words, ca
     assert exit_.value.code == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "out" / RUNS).exists()
+
+
+def test_the_report_refuses_rows_of_another_configuration(capsys, tmp_path):
+    from ecab_tune.study.runs import append_run
+
+    append_run(tmp_path / "out", {"arm": "se", "seed": 0, "epochs": 1, "run_key": "another",
+                                  "status": "completed", "test_acc": 0.5})  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main([str(write_study(tmp_path)), "--report", "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert "holds runs of another configuration (se seed 0" in capsys.readouterr().err
 
 
 def table_rows(table: str) -> dict[str, list[str]]:

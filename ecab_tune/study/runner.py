@@ -21,7 +21,7 @@ from ecab_tune import checkpoint
 from ecab_tune.data import load_data
 from ecab_tune.device import device_name, ray_task_device, resolve_device
 from ecab_tune.engine import EpochResult, Trainer, make_trainer, save_trainer
-from ecab_tune.models import init_hash
+from ecab_tune.models import ModelConfig, init_hash
 from ecab_tune.reporting.cost import count_macs
 from ecab_tune.study.runs import append_run, finished, read_runs, row_id
 from ecab_tune.study.spec import Job, StudySpec
@@ -52,7 +52,7 @@ def run_job(
     train_cfg = dataclasses.replace(spec.train, epochs=job.epochs, seed=job.seed)
     resume = partial is not None and (partial / checkpoint.META).is_file()
     if resume:
-        extra = checkpoint.read_meta(partial).extra
+        extra = _own_partial(spec, job, partial, model_cfg)
         first_hash, curve, spent = extra["init_hash"], extra["test_curve"], extra["seconds"]
         devices = extra.get("devices", [])
         trainer = make_trainer(model_cfg, data, train_cfg, target, resume_from=partial)
@@ -71,6 +71,7 @@ def run_job(
         if partial is not None:
             seconds = spent + time.perf_counter() - start
             extra = {
+                "run_key": spec.run_key(job),
                 "init_hash": first_hash,
                 "test_curve": test_curve,
                 "seconds": seconds,
@@ -89,6 +90,8 @@ def run_job(
             raise KeyboardInterrupt
 
     fit = trainer.fit(on_epoch)
+    if len(test_curve) < len(fit.history):  # diverged: its last epoch saw no on_epoch
+        test_curve.append(trainer.evaluate(trainer.splits.test))
     test_loss, test_acc = test_curve[-1]  # the final model's: nothing picks an epoch
     arm = spec.all_arms()[job.arm]
     return {
@@ -117,10 +120,30 @@ def run_job(
     }
 
 
-def pending_jobs(spec: StudySpec, out: Path) -> list[Job]:
-    """The study's runs not yet in `out/runs.jsonl`; refuses a file made by another study."""
+def _own_partial(
+    spec: StudySpec, job: Job, partial: Path, model_cfg: ModelConfig
+) -> dict[str, Any]:
+    """The extra data of the checkpoint in flight at `partial`, if it is this run's.
+
+    The folder is named by `--out`'s last part, arm, seed and epochs: another study's run (or
+    this one's before an edit) can sit there, and resuming it would record its weights under
+    this run's identity. Checkpoints saved before `run_key` was kept are matched by model.
+    """
+    meta = checkpoint.read_meta(partial)
+    key = meta.extra.get("run_key")
+    ours = key == spec.run_key(job) if key is not None else meta.model == model_cfg
+    if not ours:
+        raise ValueError(
+            f"{partial} holds a run in flight of another configuration than {job.arm} seed "
+            f"{job.seed} of this study: move it away, or use another --out"
+        )
+    return meta.extra
+
+
+def study_rows(spec: StudySpec, out: Path) -> list[dict[str, Any]]:
+    """The rows of `out/runs.jsonl`; refuses a file that holds runs of another configuration."""
     rows = read_runs(out)
-    keys = {spec.run_key(j) for j in spec.jobs()}
+    keys = set().union(*(spec.run_keys(j) for j in spec.jobs()))
     # Rows of arms left out (`--arms`) are the study's too, only not trained now.
     arms = spec.all_arms()
     foreign = [r for r in rows if r.get("arm") in arms and r.get("run_key") not in keys]
@@ -130,7 +153,12 @@ def pending_jobs(spec: StudySpec, out: Path) -> list[Job]:
             f"{out}/runs.jsonl holds runs of another configuration ({r.get('arm')} seed "
             f"{r.get('seed')}: different recipe, data, options or epochs): use another --out"
         )
-    done = finished(rows)
+    return rows
+
+
+def pending_jobs(spec: StudySpec, out: Path) -> list[Job]:
+    """The study's runs not yet in `out/runs.jsonl`; refuses a file made by another study."""
+    done = finished(study_rows(spec, out))
     pending = [j for j in spec.jobs() if row_id(j.arm, j.seed, j.epochs) not in done]
     # Runs partway go first, the nearest to their end first: a slot that ends (a lent GPU, a
     # session) then finishes runs instead of leaving several half-done. The rest keep the

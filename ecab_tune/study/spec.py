@@ -19,6 +19,10 @@ _STUDY_KEYS = {
     "ablations", "convergence", "criteria",
 }  # fmt: skip
 GROUPS = ("main", "ablation", "convergence")  # what a run is for, in a study
+# Recipe fields added after runs were recorded, with the one value every run had before: a
+# row keyed before a field existed (the 30-epoch pilot's, before `compile`) is still the run
+# of a study that keeps that value.
+ADDED_LATER = {"compile": False}
 
 
 @dataclass(frozen=True)
@@ -129,11 +133,18 @@ class StudySpec:
         ]
         return jobs
 
-    def run_key(self, job: Job) -> str:
+    def run_keys(self, job: Job) -> set[str]:
+        """The keys a row of `job` may carry: today's, and that of rows made before the
+        `ADDED_LATER` fields existed, where the study keeps their earlier value."""
+        kept = tuple(k for k, v in ADDED_LATER.items() if getattr(self.train, k) == v)
+        return {self.run_key(job), self.run_key(job, without=kept)}
+
+    def run_key(self, job: Job, without: tuple[str, ...] = ()) -> str:
         """A hash of everything that makes a run what it is, but its seed: rows made under
         another recipe, data or option never mix with this study's."""
         arm = self.all_arms()[job.arm]
         train = dataclasses.replace(self.train, epochs=job.epochs, seed=0)
+        left_out = ("cuda_graphs", *without)
         identity = {
             "model": self.model,
             "width": self.width,
@@ -144,7 +155,7 @@ class StudySpec:
                 k: v for k, v in to_dict(self.data).items() if k not in ("data_dir", "download")
             },
             # How a step is launched is no part of it either (a replayed graph runs the step).
-            "train": {k: v for k, v in to_dict(train).items() if k != "cuda_graphs"},
+            "train": {k: v for k, v in to_dict(train).items() if k not in left_out},
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 

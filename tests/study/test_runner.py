@@ -62,6 +62,49 @@ def test_rows_of_arms_left_out_are_kept_and_rows_of_another_recipe_refused(tmp_p
         pending_jobs(spec.overridden(epochs=3), tmp_path)
 
 
+@needs_fmnist
+def test_a_checkpoint_in_flight_of_another_configuration_is_refused(tmp_path, monkeypatch):
+    from ecab_tune import checkpoint
+    from ecab_tune.data import load_data
+    from ecab_tune.study import runner
+
+    monkeypatch.setattr(runner.Trainer, "fit", lambda *a: pytest.fail("it trained"))
+    spec = load_spec(write_study(tmp_path))
+    job = spec.jobs()[-1]
+    info = load_data(spec.data, runner.DATA_SEED).info
+    mine = spec.model_config(job.arm, len(info.classes), info.channels)
+    # Saved by another study under the same folder name: its key says so, or (saved before
+    # keys were kept) its model does.
+    other = spec.model_config("ecab" if job.arm != "ecab" else "se", 10, 1)
+    for model_cfg, extra in ((mine, {"run_key": "another"}), (other, {})):
+        checkpoint.save(
+            tmp_path / "p", model_cfg.build(), checkpoint.Meta(model_cfg, info, extra=extra)
+        )
+        with pytest.raises(ValueError, match="holds a run in flight of another configuration"):
+            runner.run_job(spec, job, "cpu", 1, tmp_path / "p")
+        assert (tmp_path / "p" / checkpoint.META).is_file()  # kept, not overwritten
+
+
+@pytest.mark.slow
+@needs_fmnist
+@pytest.mark.parametrize("at", [1, 2])
+def test_a_diverged_run_reports_its_final_model(at, tmp_path, monkeypatch):
+    from ecab_tune.study import runner
+
+    real = runner.Trainer.train_epoch
+
+    def nan_at(trainer):
+        loss, acc, speed = real(trainer)
+        return (float("nan") if trainer.epoch + 1 == at else loss), acc, speed
+
+    monkeypatch.setattr(runner.Trainer, "train_epoch", nan_at)
+    spec = load_spec(write_study(tmp_path)).overridden(epochs=3)
+    row = runner.run_job(spec, runner.Job("se", 0, 3, "main"), "cpu", 1, tmp_path / "p")
+    assert row["status"] == "diverged"
+    assert len(row["val_acc"]) == len(row["test_acc_curve"]) == at
+    assert row["test_acc"] == row["test_acc_curve"][-1]
+
+
 def test_streams_need_cuda(tmp_path):
     from ecab_tune.study.runner import run_local
 

@@ -23,3 +23,19 @@ def test_cuda_graphs_leave_a_runs_identity_alone_and_the_recipe_does_not():
     other = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lr=0.05))
     for job in spec.jobs():
         assert graphed.run_key(job) == spec.run_key(job) != other.run_key(job)
+
+
+def test_rows_keyed_before_a_recipe_field_existed_match_runs_that_keep_its_old_value():
+    from ecab_tune.study.runner import study_rows
+
+    # The committed pilot's rows were keyed before TrainConfig had `compile`.
+    pilot = STUDY.with_name("fmnist-resnet20-pilot30.yaml")
+    folder = STUDY.parents[1] / "benchmarks" / "results" / "fmnist-resnet20-pilot30"
+    rows = study_rows(load_spec(pilot), folder)
+    assert len(rows) == len((folder / "runs.jsonl").read_text().splitlines()) == 8
+    spec = load_spec(STUDY)
+    job = spec.jobs()[0]
+    old = spec.run_key(job, without=("compile",))
+    assert old != spec.run_key(job) and old in spec.run_keys(job)
+    compiled = dataclasses.replace(spec, train=dataclasses.replace(spec.train, compile=True))
+    assert old not in compiled.run_keys(job)  # no run before `compile` was compiled
