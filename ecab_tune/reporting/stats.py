@@ -46,11 +46,16 @@ def paired_contrast(name: str, a: Sequence[float], b: Sequence[float]) -> Contra
         raise ValueError(f"{name}: paired samples differ in length: {len(a)} and {len(b)}")
     if len(a) < 2:
         raise ValueError(f"{name}: a paired test needs two or more pairs, got {len(a)}")
-    diffs = tuple(x - y for x, y in zip(a, b, strict=True))
+    # Accuracies are counts over a test set: equal differences must be equal, not 1e-17 apart,
+    # or float noise decides between a zero spread and a tiny one (p = 0 either way, below).
+    diffs = tuple(round(x - y, 12) for x, y in zip(a, b, strict=True))
     mean, sd = mean_std(diffs)
     df, se = len(diffs) - 1, sd / math.sqrt(len(diffs))
     half = float(stats.t.ppf(0.975, df)) * se
-    p = 1.0 if se == 0 else float(2 * stats.t.sf(abs(mean) / se, df))
+    if se == 0:  # scipy's limits: t = 0/0 (no difference at all) or ±inf (the same one at all)
+        p = 1.0 if mean == 0 else 0.0
+    else:
+        p = float(2 * stats.t.sf(abs(mean) / se, df))
     return Contrast(name, diffs, mean, sd, mean - half, mean + half, p)
 
 

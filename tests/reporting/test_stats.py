@@ -31,6 +31,16 @@ def test_paired_contrast_matches_scipy_ttest_rel():
     assert paired_contrast("same", a, a).p == 1.0  # no spread: no evidence, not a nan
 
 
+def test_the_same_difference_at_every_seed_is_the_same_whatever_the_float_rounding():
+    # +0.14 points at both seeds; as floats, one pair differs by 0 and the other by 8e-17.
+    exact = paired_contrast("x", [0.9481, 0.9472], [0.9467, 0.9458])
+    noisy = paired_contrast("x", [0.9481, 0.9475], [0.9467, 0.9461])
+    for c in (exact, noisy):
+        assert c.sd == 0 and c.p == 0.0  # scipy's ttest_rel: t = inf, p = 0
+        assert c.low == c.high == pytest.approx(0.0014)
+    assert exact.p == stats.ttest_rel([0.9481, 0.9472], [0.9467, 0.9458]).pvalue
+
+
 def test_one_seed_gives_no_contrast_and_no_std():
     mean, std = mean_std([0.9])
     assert mean == 0.9 and math.isnan(std)
