@@ -136,6 +136,7 @@ class SearchConfig:
     def resolved(self, space: SearchSpace) -> SearchConfig:
         """Fill every None from the space's defaults, so the run is fully specified."""
         d = space.defaults
+        space.check_budget(self.max_epochs or d.max_epochs)
         return dataclasses.replace(
             self,
             name=self.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",

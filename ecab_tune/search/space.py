@@ -36,6 +36,7 @@ from ecab_tune.search.schema import (
     ParamSpec,
     SchedulerSettings,
     SpaceFile,
+    check_train,
 )
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"  # the repository's
@@ -133,6 +134,23 @@ class SearchSpace:
             **{ATTN_PREFIX + k: v for k, v in d.attention_options.items()},
             **d.train,
         }
+
+    def check_budget(self, max_epochs: int) -> None:
+        """The recipe fits a budget other than the file's own (`--max-epochs`)."""
+        train = self.defaults.train
+        checks = [("defaults.train", train)] + [
+            (f"params.{p.name}", {**train, p.name: value})
+            for p in self.params
+            if p.name in TRAIN_KEYS
+            for value in p.extremes()
+        ]
+        for key, values in checks:
+            try:
+                check_train(values, max_epochs)
+            except ValueError as exc:
+                raise SpaceError(
+                    f"{self.path}: {key}: {exc} (at --max-epochs {max_epochs})"
+                ) from exc
 
     def grid(self) -> dict[str, list[Any]]:
         """Optuna's GridSampler space; only unconditional choices can form a grid."""

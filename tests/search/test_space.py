@@ -182,6 +182,40 @@ params:
         ),
         (VALID.replace("searcher: optuna", "") + "  lr2: {}\n", "params.lr2", "unknown parameter"),
         ("- a list\n", "space.yaml: expected a mapping", "got list"),
+        # Values the recipe or the model refuses, found at load time, not in every trial.
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 2, train: {warmup_epochs: 5}"),
+            "defaults.train",
+            "warmup_epochs=5",
+        ),
+        (
+            VALID + "  warmup_epochs: {type: uniform, low: 0, high: 4}\n",
+            "params.warmup_epochs",
+            "expected 0 <= warmup_epochs <= epochs",
+        ),
+        (VALID.replace("[sum, concat]", "[sum, bogus]"), "params.attention.fusion", "'bogus'"),
+        (
+            VALID + "  attention.layers: {type: choice, values: [block, nonsense]}\n",
+            "params.attention.layers",
+            "nonsense",
+        ),
+        (
+            VALID + "  attention.reduction: {type: int, low: 0, high: 8}\n",
+            "params.attention.reduction",
+            "reduction=0",
+        ),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, attention.fusion: bogus"),
+            "defaults",
+            "'bogus'",
+        ),
+        (VALID + "  width: {type: uniform, low: -1, high: 2}\n", "params", "width=-1"),
+        (
+            "defaults: {model: resnet8, attention: ecab, attention.fusion: sum}\n"
+            "params: {attention: {type: choice, values: [ecab, se]}}\n",
+            "defaults.attention.fusion",
+            "attention 'se' takes no option 'fusion'",
+        ),
     ],
 )
 def test_other_invalid_spaces_are_one_line_naming_the_key(tmp_path, text, key, words):
@@ -190,3 +224,12 @@ def test_other_invalid_spaces_are_one_line_naming_the_key(tmp_path, text, key, w
         load_space(path)
     message = str(err.value)
     assert str(path) in message and key in message and words in message and "\n" not in message
+
+
+def test_a_budget_other_than_the_spaces_must_fit_its_recipe(tmp_path):
+    space = load_space(
+        write(tmp_path, VALID + "  warmup_epochs: {type: uniform, low: 0, high: 2}\n")
+    )
+    space.check_budget(2)
+    with pytest.raises(SpaceError, match=r"params.warmup_epochs: .*\(at --max-epochs 1\)"):
+        space.check_budget(1)
