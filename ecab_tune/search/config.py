@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecab_tune.cluster import check_resources
-from ecab_tune.config import DataConfig, from_dict, option_help
+from ecab_tune.config import DataConfig, from_dict, option_help, to_dict
 from ecab_tune.experiment import SEARCH_FILE
 from ecab_tune.search.objectives import Objective, parse_objectives
 from ecab_tune.search.space import SearchSpace
@@ -183,13 +183,22 @@ def stored_config(cfg: SearchConfig) -> SearchConfig:
         return cfg
     try:
         stored = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--resume: cannot read {path} ({exc})") from exc
-    names = {f.name for f in dataclasses.fields(SearchConfig)}
-    kept = {k: v for k, v in stored.items() if k in names and k not in RUNTIME_KEYS}
-    if isinstance(kept.get("data"), dict):
-        kept["data"] = from_dict(DataConfig, kept["data"], where=str(path))
-    return dataclasses.replace(cfg, **kept)
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a JSON object, got {type(stored).__name__}")
+        names = {f.name for f in dataclasses.fields(SearchConfig)}
+        kept = {k: v for k, v in stored.items() if k in names and k not in RUNTIME_KEYS}
+        if isinstance(kept.get("data"), dict):
+            kept["data"] = from_dict(DataConfig, kept["data"], where=str(path))
+        return dataclasses.replace(cfg, **kept)
+    except (OSError, TypeError, KeyError, ValueError) as exc:  # JSONDecodeError included
+        raise ValueError(f"--resume: cannot use {path} ({exc})") from exc
+
+
+def search_record(cfg: SearchConfig, space: SearchSpace) -> dict[str, Any]:
+    """What `search.json` keeps: the config, its space as a built-in's name or an absolute
+    path (a resume may start in another folder)."""
+    builtin = Path(cfg.space).suffix not in (".yaml", ".yml")
+    return {**to_dict(cfg), "space": cfg.space if builtin else str(space.path.resolve())}
 
 
 def resume_command(cfg: SearchConfig) -> str:

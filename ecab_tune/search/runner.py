@@ -18,7 +18,7 @@ from ecab_tune.config import to_dict
 from ecab_tune.data import Splits, load_data
 from ecab_tune.experiment import OPTUNA_DB, PARETO_DIR, SEARCH_FILE, SUMMARY_FILE
 from ecab_tune.interrupts import sigterm_as_sigint
-from ecab_tune.search.config import SearchConfig, resume_command, stored_config
+from ecab_tune.search.config import SearchConfig, resume_command, search_record, stored_config
 from ecab_tune.search.export import export_best, export_pareto
 from ecab_tune.search.results import TrialRow, format_table, summarize, tally
 from ecab_tune.search.snapshot import RESUMABLE, needed_checkpoints, restore_snapshot, save_snapshot
@@ -135,8 +135,7 @@ def _search(
     with sigterm_as_sigint(received):
         tuner = build_tuner(cfg, space, splits, trainable, [progress, *(callbacks or [])])
         if not cfg.resume:
-            stored = {**to_dict(cfg), "space": str(space.path)}
-            (exp_dir / SEARCH_FILE).write_text(json.dumps(stored, indent=2))
+            (exp_dir / SEARCH_FILE).write_text(json.dumps(search_record(cfg, space), indent=2))
         grid = tuner.fit()
         table = summarize(grid, metric, mode, max_epochs)
         print(

@@ -1,10 +1,13 @@
 import json
 
+import pytest
+
 from ecab_tune.config import DataConfig, to_dict
 from ecab_tune.search import SearchConfig, load_space
-from ecab_tune.search.config import resume_command
+from ecab_tune.search.config import resume_command, search_record, stored_config
 from ecab_tune.search.objectives import Objective
 from ecab_tune.search.runner import prepare
+from ecab_tune.search.space import SPACES_DIR
 
 
 def test_objectives_parse_in_order_and_the_first_leads():
@@ -42,3 +45,31 @@ def test_resume_takes_the_search_from_its_folder_and_runtime_flags_from_the_comm
     )
     assert space.name == "quick" and (cfg.data.subset, cfg.seed, cfg.max_epochs) == (600, 3, 2)
     assert cfg.export_partial and cfg.resume
+
+
+def test_search_json_names_its_space_so_a_resume_finds_it_from_any_folder(tmp_path, monkeypatch):
+    own = tmp_path / "spaces" / "mine.yaml"
+    own.parent.mkdir()
+    own.write_text(SPACES_DIR.joinpath("quick.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    for given, recorded in (("quick", "quick"), ("spaces/mine.yaml", str(own))):
+        cfg = SearchConfig(space=given, name="q", storage=str(tmp_path / "runs"))
+        exp = cfg.experiment_dir
+        exp.mkdir(parents=True, exist_ok=True)
+        (exp / "search.json").write_text(json.dumps(search_record(cfg, load_space(given))))
+        (exp / "tuner.pkl").write_bytes(b"")
+        monkeypatch.chdir(tmp_path / "spaces")  # elsewhere
+        resumed = SearchConfig(name="q", storage=str(tmp_path / "runs"), resume=True)
+        assert stored_config(resumed).space == recorded
+        assert prepare(resumed)[1].path.resolve() == load_space(recorded).path.resolve()
+        monkeypatch.chdir(tmp_path)
+
+
+def test_a_damaged_search_json_is_one_error(tmp_path):
+    exp = tmp_path / "q"
+    exp.mkdir()
+    resumed = SearchConfig(name="q", storage=str(tmp_path), resume=True)
+    for text in ("[1, 2]", '{"num_samples": "3"}', '{"data": {"subset": "x"}}', "{"):
+        (exp / "search.json").write_text(text)
+        with pytest.raises(ValueError, match=r"--resume: cannot use .*search.json"):
+            stored_config(resumed)
