@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ecab_tune.cluster import ClusterJoinError, check_resources
-from ecab_tune.config import command_parser
+from ecab_tune.config import command_parser, out_folder
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.device import DeviceError, resolve_device
 from ecab_tune.interrupts import sigterm_as_sigint
@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--subset 2000 --out runs/study-smoke",
     )
     parser.add_argument("study", help="the study file (YAML), e.g. studies/fmnist-resnet20.yaml")
-    parser.add_argument("--out", help="results folder (default: benchmarks/results/<name>)")
+    parser.add_argument(
+        "--out", type=out_folder, help="results folder (default: benchmarks/results/<name>)"
+    )
     parser.add_argument(
         "--report", action="store_true", help="only rebuild the table and figures from runs.jsonl"
     )

@@ -10,6 +10,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
@@ -190,6 +191,15 @@ def command_parser(prog: str, doc: str, *examples: str, note: str = "") -> argpa
         epilog="\n\n".join(epilog) or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def out_folder(text: str) -> Path:
+    """`type=` of an `--out` flag: a folder to write into, absent or a folder, checked before
+    any work."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; expected a folder (or none yet)")
+    return path
 
 
 def parse_option(item: str) -> tuple[str, Any]:

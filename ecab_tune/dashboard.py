@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ecab_tune.config import command_parser
-from ecab_tune.experiment import OPTUNA_DB
+from ecab_tune.experiment import OPTUNA_DB, optuna_storage
 
 
 class NotAnExperimentError(ValueError):
@@ -20,16 +20,13 @@ class NotAnExperimentError(ValueError):
 
 def study_storage(experiment: Path) -> tuple[str, str]:
     """The study's storage URL and name (the search names the study after its folder)."""
-    db = experiment / OPTUNA_DB
-    if not db.is_file():
-        what = "does not exist" if not experiment.exists() else f"holds no {OPTUNA_DB}"
-        raise NotAnExperimentError(
-            f"{experiment} {what}: not an experiment folder of ecab_tune.search "
-            f"(expected <storage>/<name>/{OPTUNA_DB}, e.g. runs/quickstart)"
-        )
+    try:
+        storage = optuna_storage(experiment)
+    except ValueError as exc:
+        raise NotAnExperimentError(str(exc)) from exc
     import optuna
 
-    storage = f"sqlite:///{db.resolve()}"
+    db = experiment / OPTUNA_DB
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if not names:
         raise NotAnExperimentError(f"{db} holds no study yet: has the search started?")
@@ -48,13 +45,20 @@ def study_url(storage: str, name: str, host: str, port: int) -> str:
     return f"http://{host}:{port}/dashboard/studies/{study_id}"
 
 
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "python -m ecab_tune.dashboard", __doc__, "python -m ecab_tune.dashboard runs/quickstart"
     )
     parser.add_argument("experiment", type=Path, help="the experiment folder: runs/<name>")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+    parser.add_argument("--port", type=port, default=8080, help="port to listen on")
     return parser
 
 

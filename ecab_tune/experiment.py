@@ -28,6 +28,7 @@ from typing import Any
 
 EXPORT_DIR = "best"
 OPTUNA_DB = "optuna.db"
+_SQLITE = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
 TRIAL_PREFIX = "trial_"  # trial folders: trial_<id>
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"  # the trial's sampled parameters (Ray Tune's own)
@@ -102,3 +103,21 @@ def tune_status(
         return PENDING
     # Started (or restarted after a crash) and not ended.
     return INTERRUPTED if search_ended else RUNNING
+
+
+def optuna_storage(experiment: Path) -> str:
+    """The storage URL of the experiment's Optuna study, for a reader (the dashboard, a warm
+    start): refuses a folder without one, and a file that is no SQLite database, before Optuna
+    would fail on it or write its empty schema into it."""
+    db = experiment / OPTUNA_DB
+    if not db.is_file():
+        what = "does not exist" if not experiment.exists() else f"holds no {OPTUNA_DB}"
+        raise ValueError(
+            f"{experiment} {what}: not an experiment folder of ecab_tune.search "
+            f"(expected <storage>/<name>/{OPTUNA_DB}, e.g. runs/quickstart)"
+        )
+    with db.open("rb") as f:
+        header = f.read(len(_SQLITE))
+    if header != _SQLITE:
+        raise ValueError(f"{db} is {'empty' if not header else 'not an SQLite database'}")
+    return f"sqlite:///{db.resolve()}"

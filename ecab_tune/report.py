@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ecab_tune.config import command_parser
+from ecab_tune.config import command_parser, out_folder
 from ecab_tune.reporting.baselines import StudyError, load_baselines
 from ecab_tune.reporting.document import check_block
 from ecab_tune.reporting.search_figures import ReportConfig
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("experiment", type=Path, help="experiment folder, e.g. runs/<name>")
     parser.add_argument(
-        "--out", type=Path, help=f"output folder (default: <experiment>/{REPORT_DIR})"
+        "--out", type=out_folder, help=f"output folder (default: <experiment>/{REPORT_DIR})"
     )
     parser.add_argument("--format", choices=("md", "html"), default="md", help="report format")
     parser.add_argument("--metric", default="val_acc", help="reported metric to rank trials by")

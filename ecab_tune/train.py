@@ -21,6 +21,7 @@ from ecab_tune.config import (
     command_parser,
     from_args,
     from_dict,
+    out_folder,
     to_dict,
 )
 from ecab_tune.data import DatasetNotFoundError, load_data
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument(
-        "--out", default="runs/train/latest", help="checkpoint folder (default: %(default)s)"
+        "--out",
+        type=out_folder,
+        default="runs/train/latest",
+        help="checkpoint folder (default: %(default)s)",
     )
     run.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     return parser
@@ -83,10 +87,8 @@ def resumed_configs(
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = args.out
     try:
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file; a checkpoint is a folder")
         if args.resume:
             model_cfg, data_cfg, train_cfg = resumed_configs(parser, args, out)
         else:

@@ -19,6 +19,7 @@ from ecab_tune.config import (
     from_args,
     from_dict,
     option_help,
+    out_folder,
     parse_option,
 )
 from ecab_tune.data import DataInfo
@@ -144,3 +145,14 @@ def test_an_optional_literal_field_is_a_flag_with_choices():
     assert from_args(Pick, parser.parse_args([])) == Pick()
     with pytest.raises(SystemExit):
         parser.parse_args(["--way", "c"])
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_every_out_flag_refuses_a_file_before_any_work(module: str, tmp_path):
+    parser = importlib.import_module(module).build_parser()
+    for action in (a for a in parser._actions if "--out" in a.option_strings):
+        assert action.type is out_folder
+    (tmp_path / "a file").write_text("mine")
+    assert out_folder(str(tmp_path / "new")) == tmp_path / "new"
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file; expected a folder"):
+        out_folder(str(tmp_path / "a file"))

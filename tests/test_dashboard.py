@@ -21,6 +21,17 @@ def test_a_folder_that_is_no_experiment_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
     assert "does not exist" in capsys.readouterr().err
+    # A damaged or empty database is named, and the viewer writes nothing into it.
+    for content, words in ((b"some text", "is not an SQLite database"), (b"", "is empty")):
+        (tmp_path / "notes" / "optuna.db").write_bytes(content)
+        with pytest.raises(SystemExit):
+            main([str(tmp_path / "notes")])
+        assert words in capsys.readouterr().err
+        assert (tmp_path / "notes" / "optuna.db").read_bytes() == content
+    for port in ("99999", "-5", "http"):
+        with pytest.raises(SystemExit):
+            main([str(tmp_path / "notes"), "--port", port])
+        assert "argument --port" in capsys.readouterr().err
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ecab_tune.checkpoint import CheckpointError
-from ecab_tune.config import command_parser
+from ecab_tune.config import command_parser, out_folder
 from ecab_tune.export import FORMATS, SIGNATURE, ExportError, export_model
 
 
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<name>/best")
     parser.add_argument("--format", choices=FORMATS, required=True)
-    parser.add_argument("--out", required=True, help="folder to write the model file into")
+    parser.add_argument(
+        "--out", type=out_folder, required=True, help="folder to write the model file into"
+    )
     return parser
 
 

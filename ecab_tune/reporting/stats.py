@@ -52,10 +52,8 @@ def paired_contrast(name: str, a: Sequence[float], b: Sequence[float]) -> Contra
     mean, sd = mean_std(diffs)
     df, se = len(diffs) - 1, sd / math.sqrt(len(diffs))
     half = float(stats.t.ppf(0.975, df)) * se
-    if se == 0:  # scipy's limits: t = 0/0 (no difference at all) or ±inf (the same one at all)
-        p = 1.0 if mean == 0 else 0.0
-    else:
-        p = float(2 * stats.t.sf(abs(mean) / se, df))
+    # No spread: scipy's limits, t = 0/0 (no difference: p = 1) or ±inf (the same one: p = 0).
+    p = float(2 * stats.t.sf(abs(mean) / se, df)) if se > 0 else float(mean == 0)
     return Contrast(name, diffs, mean, sd, mean - half, mean + half, p)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 
 from ecab_tune import experiment
-from ecab_tune.experiment import OPTUNA_DB, SEARCH_FILE, TRIAL_PREFIX
+from ecab_tune.experiment import OPTUNA_DB, SEARCH_FILE, TRIAL_PREFIX, optuna_storage
 from ecab_tune.search.objectives import Objective
 from ecab_tune.search.space import SearchSpace
 
@@ -39,9 +39,10 @@ class OldTrial:
 def load_old_trials(old_dir: Path) -> tuple[list[OldTrial], int]:
     """The old experiment's trials (those that drew parameters) and its epoch budget."""
     db = old_dir / OPTUNA_DB
-    if not db.is_file():
-        raise ValueError(f"--warm-start: {old_dir} holds no {OPTUNA_DB} (not a search experiment)")
-    storage = f"sqlite:///{db}"
+    try:
+        storage = optuna_storage(old_dir)
+    except ValueError as exc:
+        raise ValueError(f"--warm-start: {exc}") from exc
     names = optuna.get_all_study_names(storage)
     search_file = old_dir / SEARCH_FILE
     stored = json.loads(search_file.read_text()) if search_file.is_file() else {}

@@ -121,3 +121,6 @@ def test_a_folder_without_a_study_is_refused(tmp_path):
     cfg = SearchConfig(space="quick", storage=str(tmp_path / "runs"), warm_start=str(tmp_path))
     with pytest.raises(ValueError, match=r"holds no optuna\.db"):
         prepare(cfg)
+    (tmp_path / "optuna.db").write_text("not a database")
+    with pytest.raises(ValueError, match=r"--warm-start: .*optuna\.db is not an SQLite database"):
+        prepare(cfg)
