@@ -126,7 +126,7 @@ class SearchConfig:
         check_resources(self.cpus_per_trial, self.gpus_per_trial)
         if self.resume and not self.name:
             raise ValueError("--resume needs --name of the experiment to continue")
-        if self.name is not None and (not self.name or "/" in self.name):
+        if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name):
             raise ValueError(f"--name={self.name!r} must be a plain folder name")
         if self.objectives is not None:
             parse_objectives(self.objectives)

@@ -214,6 +214,21 @@ class ParamSpec(_Section):
     def extremes(self) -> tuple[Any, ...]:
         return self.values if self.type == "choice" else (self.low, self.high)
 
+    def contains(self, value: Any) -> bool:
+        """Whether a draw could give `value` (a `when`'s, a trial of an earlier search)."""
+        if self.type == "choice":
+            return value in self.values
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        if self.type in INT_TYPES and value != int(value):
+            return False
+        return float(self.low) <= value <= float(self.high)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        if self.type == "choice":
+            return ", ".join(map(repr, self.values))
+        return f"values in [{self.low}, {self.high}]"
+
 
 class SpaceFile(_Section):
     """The whole file; checks that span sections (conditions, values per parameter) last."""
@@ -244,12 +259,19 @@ class SpaceFile(_Section):
         earlier: dict[str, ParamSpec] = {}
         for name, param in self.params.items():
             key = f"params.{name}"
-            for dep in param.when:
+            for dep, values in param.when.items():
                 if dep not in earlier:
                     raise KeyedError(
                         f"{key}.when.{dep}",
                         "must name a parameter defined above it; "
                         f"defined so far: {', '.join(sorted(earlier)) or 'none'}",
+                    )
+                # A value the parameter never takes would silently switch this one off.
+                never = [v for v in values if not earlier[dep].contains(v)]
+                if never:
+                    raise KeyedError(
+                        f"{key}.when.{dep}",
+                        f"{dep} never takes {never[0]!r}; it takes {earlier[dep].describe()}",
                     )
             self._check_values(key, name, param, earlier)
             earlier[name] = param

@@ -78,16 +78,6 @@ class Param(ParamSpec):
             return IntDistribution(int(self.low), int(self.high), log=self.type in LOG_TYPES)
         return FloatDistribution(self.low, self.high, log=self.type in LOG_TYPES)
 
-    def contains(self, value: Any) -> bool:
-        """Whether `suggest` could have drawn `value` (e.g. a trial of an earlier search)."""
-        if self.type == "choice":
-            return value in self.values
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return False
-        if self.type in INT_TYPES and value != int(value):
-            return False
-        return float(self.low) <= value <= float(self.high)  # type: ignore[arg-type]
-
 
 def _space_error(path: Path, exc: ValidationError) -> SpaceError:
     """The first error of `exc` as one line: file, dotted key, problem."""
@@ -204,9 +194,16 @@ def resolve_path(space: str | Path) -> Path:
 def load_space(space: str | Path) -> SearchSpace:
     path = resolve_path(space)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        # An alias repeats what it names: a few hundred bytes of nested ones are millions of
+        # values to validate (a 457-byte file grew a search to 2 GB). A space needs none.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, yaml.SafeLoader)):
+            raise SpaceError(f"{path}: YAML aliases (*name) are not allowed in a space file")
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpaceError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError(f"{path}: cannot read it: {exc}") from exc
     try:
         file = SpaceFile.model_validate(raw)
     except ValidationError as exc:

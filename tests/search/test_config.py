@@ -73,3 +73,10 @@ def test_a_damaged_search_json_is_one_error(tmp_path):
         (exp / "search.json").write_text(text)
         with pytest.raises(ValueError, match=r"--resume: cannot use .*search.json"):
             stored_config(resumed)
+
+
+def test_a_name_must_be_a_plain_folder_name():
+    for name in ("", ".", "..", "a/b"):
+        with pytest.raises(ValueError, match="must be a plain folder name"):
+            SearchConfig(name=name)
+    assert SearchConfig(name="..a").name == "..a"

@@ -182,6 +182,16 @@ params:
         ),
         (VALID.replace("searcher: optuna", "") + "  lr2: {}\n", "params.lr2", "unknown parameter"),
         ("- a list\n", "space.yaml: expected a mapping", "got list"),
+        (
+            VALID.replace("when: {attention.fusion: concat}", "when: {attention.fusion: sumx}"),
+            "params.attention.project.when.attention.fusion",
+            "attention.fusion never takes 'sumx'; it takes 'sum', 'concat'",
+        ),
+        (
+            VALID + "  momentum: {type: uniform, low: 0.8, high: 0.9, when: {lr: 0.9}}\n",
+            "params.momentum.when.lr",
+            "lr never takes 0.9; it takes values in [0.01, 0.5]",
+        ),
         # Values the recipe or the model refuses, found at load time, not in every trial.
         (
             VALID.replace("max_epochs: 3", "max_epochs: 2, train: {warmup_epochs: 5}"),
@@ -233,3 +243,19 @@ def test_a_budget_other_than_the_spaces_must_fit_its_recipe(tmp_path):
     space.check_budget(2)
     with pytest.raises(SpaceError, match=r"params.warmup_epochs: .*\(at --max-epochs 1\)"):
         space.check_budget(1)
+
+
+def test_yaml_aliases_and_undecodable_files_are_refused_naming_the_file(tmp_path):
+    # Nine levels of nine aliases each: 387 million values from a few hundred bytes.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    bomb = VALID + "  attention.layers: {type: choice, values: [*a9]}\n" + "\n".join(levels)
+    for content, words in (
+        (bomb.encode(), r"YAML aliases \(\*name\) are not allowed"),
+        (VALID.encode() + b"# \xff\xfe\n", "cannot read it"),
+    ):
+        path = tmp_path / "space.yaml"
+        path.write_bytes(content)
+        with pytest.raises(SpaceError, match=words) as err:
+            load_space(path)
+        assert str(path) in str(err.value)
