@@ -137,7 +137,7 @@ def _add_routes(
         response_model=ModelInfo,
         response_model_exclude_none=True,
         responses=responses(
-            400, 401, 403, 422, *(() if reload_supported else (501,)), token=settings.token
+            400, 401, 403, 408, 413, 422, *(() if reload_supported else (501,)), token=settings.token
         ),
         openapi_extra=reload_docs(settings),
         summary="Serve another (or the re-exported) checkpoint; the old one serves meanwhile",

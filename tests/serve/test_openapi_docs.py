@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from serve_support import FASHION, ROOT, make_checkpoint
+from serve_support import AUTH, FASHION, ROOT, TOKEN, make_checkpoint, make_client
 
 from serve.testing import server
 
@@ -50,6 +50,18 @@ def test_openapi_docs_and_page(client: TestClient) -> None:
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="file"' in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_every_body_limit_a_route_answers_with_is_documented(ckpts) -> None:
+    with make_client(ckpts["cbam"], max_body_bytes=1_024, token=TOKEN) as c:
+        spec = c.get("/openapi.json").json()["paths"]
+        big = {"path": "x" * 2_000}
+        for route, answer in (
+            ("/reload", c.post("/reload", json=big, headers=AUTH)),
+            ("/predict", c.post("/predict", json={"images": ["x" * 2_000]}, headers=AUTH)),
+        ):
+            assert answer.status_code == 413, answer.text
+            assert "413" in spec[route]["post"]["responses"], route
 
 
 @pytest.mark.slow
