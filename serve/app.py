@@ -132,13 +132,13 @@ def _add_routes(
         refuse_unknown_query(request, ())
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    reload_codes = (400, 401, 403, 408, 413, 422, *(() if reload_supported else (501,)))
+
     @app.post(
         "/reload",
         response_model=ModelInfo,
         response_model_exclude_none=True,
-        responses=responses(
-            400, 401, 403, 408, 413, 422, *(() if reload_supported else (501,)), token=settings.token
-        ),
+        responses=responses(*reload_codes, token=settings.token),
         openapi_extra=reload_docs(settings),
         summary="Serve another (or the re-exported) checkpoint; the old one serves meanwhile",
     )

@@ -176,7 +176,10 @@ def read_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, Dat
             "--download (download=True; needs internet)"
         )
     meta_path = folder / spec.meta_file
-    classes = tuple(_text(c) for c in _entry(_load_pickle(meta_path), spec.names_key, meta_path))
+    names = _entry(_load_pickle(meta_path), spec.names_key, meta_path)
+    if not isinstance(names, list | tuple) or not names:
+        raise ValueError(f"{meta_path}: {spec.names_key!r} is not a list of class names")
+    classes = tuple(_text(c) for c in names)
     info = DataInfo(
         name,
         classes,

@@ -81,6 +81,14 @@ def test_cifar10_folder_loads_in_file_order(tmp_path: Path, no_downloads: None) 
     assert splits.test.labels.tolist() == [i % 10 for i in range(20)]
 
 
+def test_cifar_class_names_that_are_no_list_are_named(tmp_path: Path, no_downloads: None) -> None:
+    write_cifar10(tmp_path)
+    meta = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps({b"label_names": 10}, protocol=2))
+    with pytest.raises(ValueError, match=r"batches\.meta: 'label_names' is not a list of class"):
+        load_dataset("cifar10", root=tmp_path, val_fraction=0)
+
+
 def test_cifar10_subset_and_validation_are_stratified(tmp_path: Path, no_downloads: None) -> None:
     write_cifar10(tmp_path)
     splits = load_dataset("cifar10", root=tmp_path, subset=40, val_fraction=0.25, seed=1)
