@@ -24,6 +24,7 @@ from pydantic import (
 
 from ecab_tune.config import TrainConfig
 from ecab_tune.models import ModelConfig, attention_options, list_attentions, list_models
+from ecab_tune.search.objectives import REPORTED
 
 ATTN_PREFIX = "attention."
 MODEL_KEYS = ("model", "width", "attention")
@@ -148,6 +149,11 @@ class Defaults(_Section):
     @classmethod
     def _known_attention(cls, value: str) -> str:
         return _member(value, list_attentions())
+
+    @field_validator("metric")
+    @classmethod
+    def _reported_metric(cls, value: str) -> str:
+        return _member(value, REPORTED)
 
     @field_validator("train")
     @classmethod

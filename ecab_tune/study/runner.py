@@ -153,6 +153,19 @@ def study_rows(spec: StudySpec, out: Path) -> list[dict[str, Any]]:
             f"{out}/runs.jsonl holds runs of another configuration ({r.get('arm')} seed "
             f"{r.get('seed')}: different recipe, data, options or epochs): use another --out"
         )
+    # A seed the study does not have (a quick look's `--seeds`), or a run twice (two machines'
+    # files joined): either would change n without a word.
+    planned = {(j.arm, j.seed, j.epochs) for j in spec.jobs()}
+    planned_arms = {arm for arm, _, _ in planned}
+    seen: set[tuple[Any, Any, Any]] = set()
+    for r in rows:
+        run = (r.get("arm"), r.get("seed"), r.get("epochs"))
+        what = f"{out}/runs.jsonl holds {run[0]} seed {run[1]} at {run[2]} epochs"
+        if run[0] in planned_arms and run not in planned:
+            raise ValueError(f"{what}, which is no run of this study: use another --out")
+        if run in seen:
+            raise ValueError(f"{what} twice: keep one")
+        seen.add(run)
     return rows
 
 

@@ -192,6 +192,11 @@ params:
             "params.momentum.when.lr",
             "lr never takes 0.9; it takes values in [0.01, 0.5]",
         ),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, metric: accuracy"),
+            "defaults.metric",
+            "'accuracy' is not allowed; allowed: train_loss, train_acc, val_loss, val_acc",
+        ),
         # Values the recipe or the model refuses, found at load time, not in every trial.
         (
             VALID.replace("max_epochs: 3", "max_epochs: 2, train: {warmup_epochs: 5}"),

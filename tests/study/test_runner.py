@@ -105,6 +105,24 @@ def test_a_diverged_run_reports_its_final_model(at, tmp_path, monkeypatch):
     assert row["test_acc"] == row["test_acc_curve"][-1]
 
 
+def test_rows_of_seeds_the_study_lacks_or_of_a_run_twice_are_refused(tmp_path):
+    from ecab_tune.study.runner import study_rows
+    from ecab_tune.study.runs import append_run
+    from ecab_tune.study.spec import Job
+
+    spec = load_spec(write_study(tmp_path))  # seeds 0 and 1
+    for seed, words in ((7, "holds se seed 7 at 1 epochs, which is no run"), (0, "twice")):
+        job = Job("se", seed, spec.train.epochs, "main")
+        append_run(tmp_path, {"arm": "se", "seed": seed, "epochs": job.epochs,
+                              "run_key": spec.run_key(job), "status": "completed"})  # fmt: skip
+        if seed == 0:
+            assert len(study_rows(spec, tmp_path)) == 1
+            (tmp_path / "runs.jsonl").write_text((tmp_path / "runs.jsonl").read_text() * 2)
+        with pytest.raises(ValueError, match=words):
+            study_rows(spec, tmp_path)
+        (tmp_path / "runs.jsonl").unlink()
+
+
 def test_streams_need_cuda(tmp_path):
     from ecab_tune.study.runner import run_local
 
