@@ -52,6 +52,25 @@ def test_predict_accepts_formats_and_modes(client: TestClient, ckpts, fmt, mode,
     assert_matches(r.json()["predictions"][0], probs, maps, FASHION.classes)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_photo_is_classified_upright_as_its_exif_orientation_shows_it(
+    client: TestClient, ckpts, fmt
+) -> None:
+    # A phone stores the sensor's pixels and the turn a viewer applies (orientation 6: turn
+    # 90° clockwise to show it); the page previews it upright, so the model must see it so.
+    upright = Image.fromarray(np.random.default_rng(6).integers(0, 256, (40, 24), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = encode(upright.transpose(Image.Transpose.ROTATE_90), fmt, exif=exif, quality=100)
+    r = post_files(client, [stored])
+    assert r.status_code == 200, r.text
+    seen = Image.open(io.BytesIO(stored))
+    seen.load()
+    assert seen.size == (40, 24) and Image.open(io.BytesIO(stored)).getexif()[0x0112] == 6
+    probs, maps = direct(ckpts["cbam"], seen.transpose(Image.Transpose.ROTATE_270))  # upright
+    assert_matches(r.json()["predictions"][0], probs, maps, FASHION.classes)
+
+
 def test_not_an_image(client: TestClient) -> None:
     assert_error(post_files(client, [b"hello, I am text"]), 422, "img0.png", "not a supported")
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
