@@ -13,7 +13,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from serve.errors import InvalidInput, TooLarge
 
@@ -94,11 +94,11 @@ def open_image(
 
 
 def decode(image: Image.Image, what: str) -> Image.Image:
-    """Decode the pixels of an opened image, upright as a viewer shows it (a phone photo's
-    EXIF orientation applied); truncated or corrupt data becomes a clear 422."""
+    """Decode the pixels (and the EXIF that `image_to_uint8` turns them upright by) of an opened
+    image; truncated or corrupt data becomes a clear 422."""
     try:
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)
+        image.getexif()  # parsed once, here, where a malformed one is the client's error
     except Exception as exc:  # the decoder's own words say which
         raise InvalidInput(
             f"{what} is a truncated or corrupt {image.format} image: {_reason(exc)}"

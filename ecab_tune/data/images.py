@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 
+ORIENTATION = 0x0112  # the EXIF tag
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _MODES = {1: "L", 3: "RGB"}
 
@@ -16,10 +17,13 @@ def image_to_uint8(
 ) -> Tensor:
     """Any PIL image as uint8 C×H×W with `channels` 1 (grey) or 3 (RGB), resized to (H, W).
 
-    Transparent pixels are composited onto black; resizing is bilinear.
+    Upright as a viewer shows it (a phone photo's EXIF orientation applied, in training and
+    serving alike); transparent pixels are composited onto black; resizing is bilinear.
     """
     if channels not in _MODES:
         raise ValueError(f"channels={channels} is invalid: expected 1 or 3")
+    if image.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even an upright one
+        image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT:
         # PIL's own conversion clips 16-bit greys at 255 (mostly white); rescale them instead.
         deep = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8

@@ -49,3 +49,18 @@ def test_image_to_uint8_resizes_to_height_width() -> None:
     assert torch.equal(out, solid((7, 8, 9), 4, 8))
     with pytest.raises(ValueError, match="channels"):
         image_to_uint8(image, 2)
+
+
+@pytest.mark.parametrize(
+    "orientation,stored_by",
+    [(3, "ROTATE_180"), (6, "ROTATE_90"), (8, "ROTATE_270"), (2, "FLIP_LEFT_RIGHT")],
+)
+def test_image_to_uint8_turns_a_photo_upright_by_its_exif(orientation, stored_by, tmp_path):
+    # The same conversion serves image-folder training and the service: both see it upright.
+    upright = Image.fromarray(numpy_rng().integers(0, 256, (6, 10, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.png"
+    upright.transpose(getattr(Image.Transpose, stored_by)).save(path, exif=exif)
+    with Image.open(path) as stored:
+        assert torch.equal(image_to_uint8(stored, 3), image_to_uint8(upright, 3))
