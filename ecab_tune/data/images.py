@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-ORIENTATION = 0x0112  # the EXIF tag
+_ORIENTATION = 0x0112  # the EXIF tag
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _MODES = {1: "L", 3: "RGB"}
 
@@ -22,7 +22,7 @@ def image_to_uint8(
     """
     if channels not in _MODES:
         raise ValueError(f"channels={channels} is invalid: expected 1 or 3")
-    if image.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even an upright one
+    if image.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even an upright one
         image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT:
         # PIL's own conversion clips 16-bit greys at 255 (mostly white); rescale them instead.
