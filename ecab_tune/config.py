@@ -29,6 +29,11 @@ def option_help(
     return {"help": text, "flag": flag, "choices": choices}
 
 
+# Where the data lies and whether to fetch it, not which data: no part of what a run is (a
+# resumed run or a study may move between machines).
+DATA_LOCATION = ("data_dir", "download")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data a run trains on; mirrors `ecab_tune.data.load_dataset`."""

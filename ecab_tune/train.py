@@ -15,6 +15,7 @@ from typing import Any
 
 from ecab_tune import checkpoint
 from ecab_tune.config import (
+    DATA_LOCATION,
     DataConfig,
     TrainConfig,
     add_arguments,
@@ -52,10 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Where the data lives and whether to fetch it: a resumed run may take these from the flags.
-WHERE = ("data_dir", "download")
-
-
 def resumed_configs(
     parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path
 ) -> tuple[ModelConfig, DataConfig, TrainConfig]:
@@ -69,7 +66,7 @@ def resumed_configs(
         data = from_dict(DataConfig, meta.extra["data_config"], what="data_config")
     except (KeyError, TypeError, ValueError) as exc:
         raise checkpoint.CheckpointError(f"{out}/{checkpoint.META} is malformed: {exc}") from exc
-    data = dataclasses.replace(data, **{k: getattr(args, k) for k in WHERE})
+    data = dataclasses.replace(data, **{k: getattr(args, k) for k in DATA_LOCATION})
     defaults = parser.parse_args([])
     flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
     for saved in (meta.model, data, meta.train):

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ecab_tune.config import DataConfig, TrainConfig, from_dict, to_dict
+from ecab_tune.config import DATA_LOCATION, DataConfig, TrainConfig, from_dict, to_dict
 from ecab_tune.models import ModelConfig, list_models
 
 _STUDY_KEYS = {
@@ -151,9 +151,7 @@ class StudySpec:
             "attention": arm.attention,
             "options": arm.options,
             # Where the files lie is no part of the run: a study moves between machines.
-            "data": {
-                k: v for k, v in to_dict(self.data).items() if k not in ("data_dir", "download")
-            },
+            "data": {k: v for k, v in to_dict(self.data).items() if k not in DATA_LOCATION},
             # How a step is launched is no part of it either (a replayed graph runs the step).
             "train": {k: v for k, v in to_dict(train).items() if k not in left_out},
         }
