@@ -22,6 +22,7 @@ from ecab_tune.data import Split, Splits, iterate_batches
 from ecab_tune.device import amp_dtype, choose_precision, set_determinism
 from ecab_tune.graphed_step import GraphedStep
 from ecab_tune.models import ModelConfig
+from ecab_tune.reporting.cost import count_params
 
 COMPLETED, DIVERGED, STOPPED = "completed", "diverged", "stopped"
 
@@ -312,7 +313,7 @@ def run_metrics(trainer: Trainer, fit: FitResult) -> dict[str, Any]:
         "test_acc": test_acc,
         "test_loss": test_loss,
         "images_per_s": last.images_per_s if last else None,
-        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "params": count_params(trainer.model),
     }
 
 

@@ -29,6 +29,7 @@ from ecab_tune.data import DatasetNotFoundError, load_data
 from ecab_tune.device import choose_precision, resolve_device
 from ecab_tune.engine import make_trainer, run_metrics, save_trainer
 from ecab_tune.models import ModelConfig
+from ecab_tune.reporting.cost import count_params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"[train] {model_cfg.name}+{model_cfg.attention} on {data_cfg.dataset} "
         f"({len(splits.train)} train, {len(trainer.eval_split)} val) on {device}; "
-        f"{sum(p.numel() for p in trainer.model.parameters()):,} params",
+        f"{count_params(trainer.model):,} params",
         flush=True,
     )
     if splits.val is None:

@@ -16,6 +16,7 @@ from ecab_tune import checkpoint
 from ecab_tune.checkpoint import CheckpointError, Meta
 from ecab_tune.experiment import EXPORT_DIR
 from ecab_tune.models.inference import forward_with_attention
+from ecab_tune.reporting.cost import count_params
 from serve.bridge_sources import gate_sources, record_shares
 from serve.cam import grad_cam
 
@@ -170,5 +171,5 @@ def load_handle(path: str | Path, device: str = "cpu") -> ModelHandle:
         source=str(path),
         device=target,
         attention_modules=modules,
-        parameters=sum(p.numel() for p in model.parameters()),
+        parameters=count_params(model),
     )

@@ -118,6 +118,12 @@ class BlockLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight * self.mask)
 
+    @property
+    def num_weights(self) -> int:
+        """The weights the blocks hold: the model's parameters here, and the multiply-adds per
+        input row. The stored zeros off the blocks are neither."""
+        return self.width * sum(self.in_widths)
+
     def block_weights(self) -> list[Tensor]:
         """The per-source weights (width × C_i), as separate Linear layers would hold them."""
         return [self.weight[rows, cols] for rows, cols in self._blocks()]

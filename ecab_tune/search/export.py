@@ -14,6 +14,7 @@ from ecab_tune.config import TrainConfig, to_dict
 from ecab_tune.data import Splits
 from ecab_tune.engine import evaluate
 from ecab_tune.experiment import EXPORT_DIR, PARETO_DIR, SPACE_COPY, TRIAL_PREFIX
+from ecab_tune.reporting.cost import count_params
 from ecab_tune.reporting.model_card import write_card
 from ecab_tune.search.config import SearchConfig
 from ecab_tune.search.pareto import pareto_members
@@ -67,7 +68,7 @@ def export_trial(
         "test_loss": test_loss,
         "epochs": meta.metrics.get("epoch"),
         "trial_id": trial_id,
-        "num_params": sum(p.numel() for p in model.parameters()),
+        "num_params": count_params(model),
         "test_images": len(splits.test),
         **(extra_metrics or {}),
     }

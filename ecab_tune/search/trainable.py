@@ -16,7 +16,7 @@ from ray import tune
 from ecab_tune.data import Splits
 from ecab_tune.device import device_name, ray_task_device
 from ecab_tune.engine import DIVERGED, EpochResult, make_trainer, save_trainer
-from ecab_tune.reporting.cost import count_macs, latency_ms
+from ecab_tune.reporting.cost import count_macs, count_params, latency_ms
 from ecab_tune.search.space import SearchSpace
 
 
@@ -54,7 +54,7 @@ def run_trial(config: dict[str, Any], *, spec: TrialSpec, data: Splits) -> None:
     resumed = tune.get_checkpoint()
     with resumed.as_directory() if resumed else contextlib.nullcontext() as resume_dir:
         trainer = make_trainer(model_cfg, data, train_cfg, device, resume_dir)
-    num_params = sum(p.numel() for p in trainer.model.parameters())
+    num_params = count_params(trainer.model)
     input_shape = (info.channels, info.height, info.width)
     macs = count_macs(trainer.model, input_shape)
     # Once per trial, before training: a cost objective, as the trial's device serves batch-1.

@@ -22,7 +22,7 @@ from ecab_tune.data import load_data
 from ecab_tune.device import device_name, ray_task_device, resolve_device
 from ecab_tune.engine import EpochResult, Trainer, make_trainer, save_trainer
 from ecab_tune.models import ModelConfig, init_hash
-from ecab_tune.reporting.cost import count_macs
+from ecab_tune.reporting.cost import count_macs, count_params
 from ecab_tune.study.runs import append_run, finished, read_runs, row_id
 from ecab_tune.study.spec import Job, StudySpec
 
@@ -109,7 +109,7 @@ def run_job(
         "test_acc_curve": [acc for _, acc in test_curve],
         "test_acc": test_acc,
         "test_loss": test_loss,
-        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "params": count_params(trainer.model),
         "macs": count_macs(trainer.model, (info.channels, info.height, info.width)),
         "images_per_s": statistics.fmean(e.images_per_s for e in fit.history),
         "seconds": round(spent + time.perf_counter() - start, 1),
@@ -166,7 +166,23 @@ def study_rows(spec: StudySpec, out: Path) -> list[dict[str, Any]]:
         if run in seen:
             raise ValueError(f"{what} twice: keep one")
         seen.add(run)
+    _check_costs(rows, out)
     return rows
+
+
+def _check_costs(rows: list[dict[str, Any]], out: Path) -> None:
+    """An arm's parameters and MACs are one table cell, whatever the seed: rows that disagree
+    were counted by different code (ECAB's stored zeros were once counted) and need recounting."""
+    first: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        seen = first.setdefault(r.get("arm"), r)
+        for key in ("params", "macs"):
+            if r.get(key) != seen.get(key):
+                raise ValueError(
+                    f"{out}/runs.jsonl: {r.get('arm')} seeds {seen.get('seed')} and "
+                    f"{r.get('seed')} record {key} {seen.get(key)} and {r.get(key)}: one was "
+                    "counted by other code; recount it with ecab_tune.reporting.cost"
+                )
 
 
 def pending_jobs(spec: StudySpec, out: Path) -> list[Job]:

@@ -10,7 +10,9 @@ import torch
 from fastapi.testclient import TestClient
 from serve_support import encode, predict
 
+from ecab_tune import checkpoint
 from ecab_tune.models import ModelConfig
+from ecab_tune.models.bridge import BlockLinear
 from serve.app import create_app
 from serve.bridge_sources import contributions, gate_sources, layer_names
 from serve.settings import ServeSettings
@@ -20,7 +22,14 @@ ECAB = {"layers": "last2", "fusion": "concat"}
 
 def test_model_lists_each_bridge_gates_source_layers(ckpts: dict[str, Path]) -> None:
     with TestClient(create_app(ServeSettings(model=str(ckpts["ecab"])))) as client:
-        modules = {m["name"]: m for m in client.get("/model").json()["attention_modules"]}
+        described = client.get("/model").json()
+    modules = {m["name"]: m for m in described["attention_modules"]}
+    # Parameters as separate per-source layers hold them: not the fused weight's stored zeros.
+    model, _ = checkpoint.load_model(ckpts["ecab"])
+    fused = [m for m in model.modules() if isinstance(m, BlockLinear)]
+    zeros = sum(m.weight.numel() - sum(w.numel() for w in m.block_weights()) for m in fused)
+    assert zeros > 0
+    assert described["parameters"] == sum(p.numel() for p in model.parameters()) - zeros
     # ecab's last2 at the second stage's only block: its own conv outputs and the block before.
     assert modules["stage2.block0.attn"]["sources"] == [
         "stage1.block0.conv1", "stage1.block0.conv2", "stage2.block0.conv1", "stage2.block0.conv2",

@@ -8,6 +8,7 @@ import time
 import pytest
 from study_support import needs_fmnist, write_study
 
+from ecab_tune.reporting.cost import count_params
 from ecab_tune.study.spec import load_spec
 
 
@@ -44,6 +45,9 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     for key in ("val_acc", "test_acc_curve", "test_acc", "init_hash"):
         assert resumed[key] == straight[key], key
     assert resumed["device"] == f"Some GPU + {straight['device']}"
+    # ECAB's projection as separate per-source layers would hold it, not its stored zeros.
+    model = spec.model_config("ecab", 10, 1).build()
+    assert straight["params"] == count_params(model) < sum(p.numel() for p in model.parameters())
 
 
 def test_rows_of_arms_left_out_are_kept_and_rows_of_another_recipe_refused(tmp_path):
@@ -121,6 +125,20 @@ def test_rows_of_seeds_the_study_lacks_or_of_a_run_twice_are_refused(tmp_path):
         with pytest.raises(ValueError, match=words):
             study_rows(spec, tmp_path)
         (tmp_path / "runs.jsonl").unlink()
+
+
+def test_rows_of_one_arm_that_disagree_on_its_cost_are_refused(tmp_path):
+    from ecab_tune.study.runner import study_rows
+    from ecab_tune.study.runs import append_run
+    from ecab_tune.study.spec import Job
+
+    spec = load_spec(write_study(tmp_path))
+    for seed, params in ((0, 6166), (1, 7958)):  # as counted with and without the stored zeros
+        job = Job("ecab", seed, spec.train.epochs, "main")
+        row = {"arm": "ecab", "seed": seed, "epochs": job.epochs, "run_key": spec.run_key(job)}
+        append_run(tmp_path, {**row, "params": params, "macs": 1, "status": "completed"})
+    with pytest.raises(ValueError, match="ecab seeds 0 and 1 record params 6166 and 7958"):
+        study_rows(spec, tmp_path)
 
 
 def test_streams_need_cuda(tmp_path):
