@@ -42,6 +42,19 @@ def test_imagefolder_holds_out_a_stratified_test_split(tmp_path: Path) -> None:
     assert info.std == pytest.approx(pixels.std(1, unbiased=False).tolist(), abs=1e-9)
 
 
+def test_imagefolder_holds_out_the_same_test_split_at_every_seed(tmp_path: Path) -> None:
+    for label in range(2):
+        (tmp_path / f"c{label}").mkdir()
+        for i in range(10):  # every image its own grey level, to tell which were held out
+            Image.new("L", (8, 8), 20 * i + label).save(tmp_path / f"c{label}" / f"{i}.png")
+    one, two = (
+        load_dataset(f"imagefolder:{tmp_path}", image_size=8, val_fraction=0.25, seed=seed)
+        for seed in (0, 1)
+    )
+    assert torch.equal(one.test.images, two.test.images) and one.info == two.info
+    assert not torch.equal(one.val.images, two.val.images)  # the seed draws validation only
+
+
 def test_imagefolder_with_train_and_test_folders(tmp_path: Path) -> None:
     _write_images(tmp_path / "train", per_class=3)
     _write_images(tmp_path / "test", per_class=1)
