@@ -35,8 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=out_folder, help=f"output folder (default: <experiment>/{REPORT_DIR})"
     )
     parser.add_argument("--format", choices=("md", "html"), default="md", help="report format")
-    parser.add_argument("--metric", default="val_acc", help="reported metric to rank trials by")
-    parser.add_argument("--mode", choices=("max", "min"), default="max", help="better is max/min")
+    parser.add_argument(
+        "--metric",
+        help="reported metric to rank trials by (default: the search's first objective, the "
+        "one best/ was chosen by)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("max", "min"),
+        help="better is max/min (default: the search's, for a metric it optimised; else max)",
+    )
     parser.add_argument(
         "--study",
         type=Path,
@@ -59,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         exp = load_experiment(args.experiment)
     except ExperimentError as exc:
         parser.error(str(exc))
+    metric = args.metric or exp.objectives[0].metric
+    modes = {o.metric: o.mode for o in exp.objectives}
+    mode = args.mode or modes.get(metric, "max")
     numeric = {
         k
         for t in exp.trials
@@ -66,19 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in r.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
-    if numeric and args.metric not in numeric:
+    if numeric and metric not in numeric:
         parser.error(
-            f"--metric {args.metric}: no trial in {exp.path} reports it; "
+            f"--metric {metric}: no trial in {exp.path} reports it; "
             f"they report: {', '.join(sorted(numeric))}"
         )
     try:
-        baselines = load_baselines(args.study, args.metric, args.mode) if args.study else []
+        baselines = load_baselines(args.study, metric, mode) if args.study else []
     except StudyError as exc:
         parser.error(str(exc))
     out = args.out or args.experiment / REPORT_DIR
-    cfg = ReportConfig(
-        out, args.format, args.metric, args.mode, tuple(baselines), str(args.study or "")
-    )
+    cfg = ReportConfig(out, args.format, metric, mode, tuple(baselines), str(args.study or ""))
     if args.readme:  # before any figure is drawn
         try:
             check_block(args.readme, readme_tag(exp))

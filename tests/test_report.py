@@ -31,3 +31,27 @@ def test_a_study_folder_without_runs_exits_2_naming_what_was_expected(tmp_path, 
         main([str(exp), "--study", str(tmp_path / "nowhere")])
     assert exit_.value.code == 2
     assert f"no {tmp_path / 'nowhere' / 'runs.jsonl'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("objectives", "flags", "ranked_by"),
+    [
+        ("val_loss:min", [], ("val_loss", "min")),
+        ("val_acc:max,macs:min", ["--metric", "macs"], ("macs", "min")),
+        ("val_loss:min", ["--metric", "val_acc"], ("val_acc", "max")),
+        (None, [], ("val_acc", "max")),  # a search older than --objectives
+    ],
+)
+def test_trials_are_ranked_by_the_searchs_own_objective_unless_told(
+    tmp_path, monkeypatch, objectives, flags, ranked_by
+):
+    import ecab_tune.report
+
+    settings = {"max_epochs": 3} | ({"objectives": objectives} if objectives else {})
+    exp = make_experiment(tmp_path, TRIALS, summary={"search": settings})
+    used = []
+    monkeypatch.setattr(
+        ecab_tune.report, "write_report", lambda exp, cfg, readme: used.append(cfg) or tmp_path
+    )
+    assert main([str(exp), *flags]) == 0
+    assert (used[0].metric, used[0].mode) == ranked_by

@@ -29,7 +29,11 @@ from ecab_tune.experiment import (
     read_results,
     trial_folders,
 )
+from ecab_tune.search.objectives import Objective, parse_objectives
 from ecab_tune.search.space import SearchSpace, SpaceError, load_space
+
+# What a search that recorded no objectives (one older than `--objectives`) went by.
+ASSUMED_OBJECTIVES = (Objective("val_acc", "max"),)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Experiment:
     max_epochs_source: str
     planned: int  # trials the search was asked for (or those it made, when unknown)
     notes: tuple[str, ...]  # what was unreadable or assumed while loading
+    objectives: tuple[Objective, ...] = ASSUMED_OBJECTIVES  # the search's, first what it chose by
 
     @property
     def partial(self) -> bool:
@@ -204,9 +209,15 @@ def load_experiment(exp_dir: Path) -> Experiment:
     trials.sort(key=lambda t: t.started_at)
     planned = settings.get("num_samples")
     planned = max(planned if isinstance(planned, int) else 0, len(trials))
+    objectives = ASSUMED_OBJECTIVES
+    if "objectives" in settings:
+        try:
+            objectives = parse_objectives(str(settings["objectives"]))
+        except ValueError as exc:
+            notes.append(f"{settings_file}: objectives unreadable ({exc}); assumed val_acc:max")
     return Experiment(
         exp_dir, tuple(trials), summary, space, space_source, max_epochs, source, planned,
-        tuple(notes),
+        tuple(notes), objectives,
     )  # fmt: skip
 
 
