@@ -8,6 +8,7 @@ problem below the key pydantic reports is a `KeyedError` naming the rest of the 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -52,6 +53,12 @@ def _member(value: Any, allowed: Iterable[Any]) -> Any:
     if value not in allowed:
         raise ValueError(f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
     return value
+
+
+def _exclusive(a: ParamSpec, b: ParamSpec) -> bool:
+    """Whether two parameters are never drawn together: each is conditional on one parameter
+    taking values the other's condition excludes."""
+    return any(not set(a.when[dep]) & set(b.when[dep]) for dep in a.when.keys() & b.when.keys())
 
 
 def check_train(values: dict[str, Any], epochs: int) -> None:
@@ -281,6 +288,7 @@ class SpaceFile(_Section):
                     )
             self._check_values(key, name, param, earlier)
             earlier[name] = param
+        self._check_recipe_pairs()
         # The fixed options suit every attention that takes options (`resolve` drops them for
         # one that takes none), and the fixed model builds under each.
         for attention in self._attentions():
@@ -321,6 +329,24 @@ class SpaceFile(_Section):
                 value = int(value) if param.type in INT_TYPES else value
                 for attention in self._attentions(param):
                     self._check_model(key, attention, {**fixed, option: value})
+
+    def _check_recipe_pairs(self) -> None:
+        """Recipe values fine alone can clash in a trial (`compile` with `cuda_graphs`, `nesterov`
+        at momentum 0): each pair of searched recipe parameters that can be drawn together
+        builds a TrainConfig at every pair of their extremes. TrainConfig's checks each
+        involve two fields at most, so pairs cover them."""
+        d = self.defaults
+        train = [(n, p) for n, p in self.params.items() if n in TRAIN_KEYS]
+        for (first, a), (second, b) in itertools.combinations(train, 2):
+            if _exclusive(a, b):
+                continue
+            for x, y in itertools.product(a.extremes(), b.extremes()):
+                try:
+                    check_train({**d.train, first: x, second: y}, d.max_epochs)
+                except ValueError as exc:
+                    raise KeyedError(
+                        f"params.{second}", f"{second}={y!r} with {first}={x!r}: {exc}"
+                    ) from exc
 
     def _attentions(self, param: ParamSpec | None = None) -> tuple[str, ...]:
         """The attentions a parameter can meet: its `when`'s, else every searched one."""

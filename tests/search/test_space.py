@@ -1,3 +1,5 @@
+import re
+
 import optuna
 import pytest
 
@@ -239,6 +241,39 @@ def test_other_invalid_spaces_are_one_line_naming_the_key(tmp_path, text, key, w
         load_space(path)
     message = str(err.value)
     assert str(path) in message and key in message and words in message and "\n" not in message
+
+
+BOOL = "{type: choice, values: [false, true]"
+CLASH = VALID + f"  compile: {BOOL}}}\n  cuda_graphs: {BOOL}}}\n"
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (CLASH, "params.cuda_graphs: cuda_graphs=True with compile=True: cuda_graphs=True is"),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, train: {nesterov: false}")
+            + f"  nesterov: {BOOL}}}\n  momentum: {{type: uniform, low: 0.0, high: 0.9}}\n",
+            "params.momentum: momentum=0.0 with nesterov=True: nesterov=True is invalid",
+        ),
+    ],
+)
+def test_recipe_values_that_clash_in_one_trial_are_refused(tmp_path, text, words):
+    with pytest.raises(SpaceError, match=re.escape(words)):
+        load_space(write(tmp_path, text))
+
+
+def test_recipe_values_never_drawn_together_may_clash(tmp_path):
+    apart = CLASH.replace(
+        "compile: {type: choice, values: [false, true]",
+        "compile: {type: choice, values: [false, true], when: {attention.fusion: sum}",
+    ).replace(
+        "cuda_graphs: {type: choice, values: [false, true]",
+        "cuda_graphs: {type: choice, values: [false, true], when: {attention.fusion: concat}",
+    )
+    assert [p.name for p in load_space(write(tmp_path, apart)).params][-2:] == [
+        "compile", "cuda_graphs",
+    ]  # fmt: skip
 
 
 def test_a_budget_other_than_the_spaces_must_fit_its_recipe(tmp_path):
