@@ -114,6 +114,11 @@ def trial_status(result: Any, max_epochs: int) -> str:
     return experiment.INTERRUPTED if epochs else experiment.PENDING
 
 
+def _finite(value: Any) -> bool:
+    """A reported number: val_acc is a float, macs and num_params are ints."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def summarize(grid: Any, metric: str, mode: str, max_epochs: int) -> list[TrialRow]:
     """One row per trial of a Tune `ResultGrid`, ranked: its best `metric`, epochs, time,
     status and parameters."""
@@ -124,7 +129,7 @@ def summarize(grid: Any, metric: str, mode: str, max_epochs: int) -> list[TrialR
         values = (
             []
             if history is None or metric not in history
-            else [v for v in history[metric].tolist() if isinstance(v, float) and math.isfinite(v)]
+            else [v for v in history[metric].tolist() if _finite(v)]
         )
         last = result.metrics or {}
         rows.append(

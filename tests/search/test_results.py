@@ -1,6 +1,9 @@
 import math
+from types import SimpleNamespace
 
-from ecab_tune.search.results import TrialRow, format_table, rank, tally, trial_table
+import pandas as pd
+
+from ecab_tune.search.results import TrialRow, format_table, rank, summarize, tally, trial_table
 
 
 def row(trial_id, best, status="finished", **params):
@@ -32,3 +35,19 @@ def test_summary_rows_keep_their_keys_and_the_tally_counts_trials_not_yet_create
     }  # fmt: skip
     rows = [row("a", 0.5), row("b", 0.4, status="stopped early")]
     assert tally(rows, num_samples=4) == "1 finished, 1 stopped early, 2 pending"
+
+
+def test_whole_number_objectives_rank_like_any_other():
+    # macs and num_params are reported as ints: they were once dropped, and every trial was nan.
+    grid = [
+        SimpleNamespace(
+            path=f"/runs/x/trial_{name}",
+            metrics_dataframe=pd.DataFrame({"macs": [macs, macs], "val_acc": [0.5, 0.6]}),
+            metrics={"training_iteration": 2, "done": True},
+            config={},
+            error=None,
+        )
+        for name, macs in (("big", 20_000_000), ("small", 9_000_000))
+    ]
+    rows = summarize(grid, "macs", "min", max_epochs=2)
+    assert [(r.trial_id, r.best) for r in rows] == [("small", 9_000_000), ("big", 20_000_000)]
