@@ -130,8 +130,6 @@ class SearchConfig:
             raise ValueError(f"--name={self.name!r} must be a plain folder name")
         if self.objectives is not None:
             parse_objectives(self.objectives)
-        if self.warm_start is not None and self.resume:
-            raise ValueError("--warm-start seeds a new study; a resumed one already has its trials")
 
     def resolved(self, space: SearchSpace) -> SearchConfig:
         """Fill every None from the space's defaults, so the run is fully specified."""

@@ -21,7 +21,13 @@ from ecab_tune.interrupts import sigterm_as_sigint
 from ecab_tune.search.config import SearchConfig, resume_command, search_record, stored_config
 from ecab_tune.search.export import export_best, export_pareto
 from ecab_tune.search.results import TrialRow, format_table, summarize, tally
-from ecab_tune.search.snapshot import RESUMABLE, needed_checkpoints, restore_snapshot, save_snapshot
+from ecab_tune.search.snapshot import (
+    RESUMABLE,
+    check_destination,
+    needed_checkpoints,
+    restore_snapshot,
+    save_snapshot,
+)
 from ecab_tune.search.space import SearchSpace, load_space
 from ecab_tune.search.tuner import build_tuner, check_tracker, tune_settings
 
@@ -47,18 +53,26 @@ class Outcome:
 def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
     """The fully specified config and its space; a resumed search's come from its folder."""
     if cfg.resume:
+        if cfg.warm_start is not None:
+            raise ValueError("--warm-start seeds a new study; a resumed one already has its trials")
+        if cfg.snapshot is not None:
+            check_destination(Path(cfg.snapshot), cfg.experiment_dir)
         if not (cfg.experiment_dir / RESUMABLE).is_file():
             restore_experiment(cfg)
-        cfg = stored_config(cfg)
+        cfg = stored_config(cfg)  # a warm-started search's keeps its --warm-start, seeded once
     space = load_space(cfg.space)
     cfg = cfg.resolved(space)
     if not cfg.resume and cfg.experiment_dir.exists():
         raise ValueError(
             f"{cfg.experiment_dir} exists: pass --resume to continue it or choose a new --name"
         )
+    if cfg.snapshot is not None:  # it is replaced at the end: refuse what is no snapshot now
+        check_destination(Path(cfg.snapshot), cfg.experiment_dir)
+    if cfg.searcher == "grid":
+        space.grid()  # a space that forms no grid: before any data or Ray, and no folder left
     if cfg.tracker != "none":
         check_tracker(cfg.tracker)
-    if cfg.warm_start is not None:
+    if cfg.warm_start is not None and not cfg.resume:
         from ecab_tune.search.warm_start import check_compatible, load_old_trials
 
         old_dir = Path(cfg.warm_start).resolve()

@@ -34,6 +34,20 @@ def needed_checkpoints(rows: Sequence[TrialRow], mode: str, several_objectives: 
     return keep
 
 
+def check_destination(dest: Path, exp_dir: Path) -> None:
+    """`--snapshot DEST` is replaced when the search ends: refuse a folder that is something
+    else (a typo would delete it) or that lies inside the experiment (it would copy itself)."""
+    dest, exp_dir = dest.resolve(), exp_dir.resolve()
+    if dest == exp_dir or exp_dir in dest.parents or dest in exp_dir.parents:
+        raise ValueError(f"--snapshot {dest} must lie outside the experiment folder {exp_dir}")
+    other = not dest.is_dir() or (any(dest.iterdir()) and not (dest / RESUMABLE).is_file())
+    if dest.exists() and other:
+        raise ValueError(
+            f"--snapshot {dest} exists and is no search snapshot (no {RESUMABLE}): the search "
+            "would replace it; choose a new folder"
+        )
+
+
 def save_snapshot(exp_dir: Path, dest: Path, keep: set[str]) -> tuple[int, int]:
     """Copy `exp_dir` to `dest` without the checkpoints of trials outside `keep` and without
     the exported models (the search exports them again). Replaces `dest` only once the copy is

@@ -80,3 +80,24 @@ def test_a_name_must_be_a_plain_folder_name():
         with pytest.raises(ValueError, match="must be a plain folder name"):
             SearchConfig(name=name)
     assert SearchConfig(name="..a").name == "..a"
+
+
+def test_a_warm_started_search_resumes_without_seeding_again(tmp_path):
+    space = load_space("quick")
+    old = tmp_path / "gone"  # the folder it was seeded from need not exist any more
+    started = SearchConfig(space="quick", name="w", storage=str(tmp_path), warm_start=str(old))
+    exp = tmp_path / "w"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "search.json").write_text(json.dumps(search_record(started.resolved(space), space)))
+    cfg, _ = prepare(SearchConfig(name="w", storage=str(tmp_path), resume=True))
+    assert cfg.resume and cfg.warm_start == str(old)  # kept as the search's record
+    with pytest.raises(ValueError, match="--warm-start seeds a new study"):
+        prepare(SearchConfig(name="w", storage=str(tmp_path), resume=True, warm_start=str(exp)))
+
+
+def test_a_space_that_forms_no_grid_is_refused_before_any_folder_is_made(tmp_path):
+    cfg = SearchConfig(space="quick", name="g", storage=str(tmp_path), searcher="grid")
+    with pytest.raises(ValueError, match="the grid searcher needs unconditional choice"):
+        prepare(cfg)
+    assert not (tmp_path / "g").exists()

@@ -116,3 +116,33 @@ def test_the_resume_command_carries_the_snapshot():
     assert resume_command(SearchConfig(name="q", snapshot="state/q")) == (
         "python -m ecab_tune.search --name q --snapshot state/q --resume"
     )
+
+
+@pytest.mark.parametrize("where", ["a folder of other files", "inside the experiment", "a file"])
+def test_a_snapshot_destination_that_is_no_snapshot_is_refused_before_the_search(tmp_path, where):
+    runs = tmp_path / "runs"
+    dest = {"inside the experiment": runs / "q" / "snap"}.get(where, tmp_path / "mine")
+    if where == "a folder of other files":
+        dest.mkdir()
+        (dest / "thesis.txt").write_text("mine")
+    elif where == "a file":
+        dest.write_text("mine")
+    with pytest.raises(ValueError, match=r"no search snapshot|outside the experiment folder"):
+        prepare(SearchConfig(space="quick", name="q", storage=str(runs), snapshot=str(dest)))
+    assert not (runs / "q").exists()
+    if where == "a folder of other files":
+        assert (dest / "thesis.txt").read_text() == "mine"
+    if where == "a file":
+        assert dest.read_text() == "mine"
+
+
+def test_a_snapshot_destination_may_be_empty_or_an_earlier_snapshot(tmp_path):
+    runs, empty, earlier = tmp_path / "runs", tmp_path / "empty", tmp_path / "earlier"
+    empty.mkdir()
+    earlier.mkdir()
+    (earlier / "tuner.pkl").write_bytes(b"")
+    for dest, name in ((empty, "a"), (earlier, "b")):
+        cfg, _ = prepare(
+            SearchConfig(space="quick", name=name, storage=str(runs), snapshot=str(dest))
+        )
+        assert cfg.snapshot == str(dest)
