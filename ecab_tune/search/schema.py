@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 
 import torch
@@ -53,12 +53,6 @@ def _member(value: Any, allowed: Iterable[Any]) -> Any:
     if value not in allowed:
         raise ValueError(f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
     return value
-
-
-def _exclusive(a: ParamSpec, b: ParamSpec) -> bool:
-    """Whether two parameters are never drawn together: each is conditional on one parameter
-    taking values the other's condition excludes."""
-    return any(not set(a.when[dep]) & set(b.when[dep]) for dep in a.when.keys() & b.when.keys())
 
 
 def check_train(values: dict[str, Any], epochs: int) -> None:
@@ -310,8 +304,8 @@ class SpaceFile(_Section):
                 for value in param.values or (None,):
                     _member(value, list_attentions())
             elif name in TRAIN_KEYS:
-                for value in param.extremes():
-                    check_train({**d.train, name: value}, d.max_epochs)
+                for draw in self._recipe_draws(name):
+                    check_train({**d.train, **draw}, d.max_epochs)
         except ValueError as exc:
             raise KeyedError(key, str(exc)) from exc
         if name.startswith(ATTN_PREFIX):
@@ -332,21 +326,38 @@ class SpaceFile(_Section):
 
     def _check_recipe_pairs(self) -> None:
         """Recipe values fine alone can clash in a trial (`compile` with `cuda_graphs`, `nesterov`
-        at momentum 0): each pair of searched recipe parameters that can be drawn together
-        builds a TrainConfig at every pair of their extremes. TrainConfig's checks each
-        involve two fields at most, so pairs cover them."""
-        d = self.defaults
-        train = [(n, p) for n, p in self.params.items() if n in TRAIN_KEYS]
-        for (first, a), (second, b) in itertools.combinations(train, 2):
-            if _exclusive(a, b):
-                continue
-            for x, y in itertools.product(a.extremes(), b.extremes()):
+        at momentum 0): each pair of searched recipe parameters builds a TrainConfig wherever
+        they can be drawn together. TrainConfig's checks involve two fields at most."""
+        train = [n for n in self.params if n in TRAIN_KEYS]
+        for first, second in itertools.combinations(train, 2):
+            for draw in self._recipe_draws(first, second):
                 try:
-                    check_train({**d.train, first: x, second: y}, d.max_epochs)
+                    check_train({**self.defaults.train, **draw}, self.defaults.max_epochs)
                 except ValueError as exc:
                     raise KeyedError(
-                        f"params.{second}", f"{second}={y!r} with {first}={x!r}: {exc}"
+                        f"params.{second}",
+                        f"{second}={draw[second]!r} with {first}={draw[first]!r}: {exc}",
                     ) from exc
+
+    def _recipe_draws(self, *names: str) -> Iterator[dict[str, Any]]:
+        """The recipe values `names` can take in one trial: each at its extremes, except that
+        every parameter their `when`s (and those parameters' `when`s) name is held at the values
+        the conditions allow; conditions no value meets, none."""
+        held: dict[str, list[Any]] = {}
+        todo, seen = list(names), set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for dep, values in self.params[name].when.items():
+                held[dep] = [v for v in held.get(dep, values) if v in values]
+                todo.append(dep)
+        allowed = {n: list(self.params[n].extremes()) for n in names} | held
+        recipe = [n for n in allowed if n in TRAIN_KEYS]
+        for combo in itertools.product(*(allowed[n] for n in allowed)):
+            draw = dict(zip(allowed, combo, strict=True))
+            yield {n: draw[n] for n in recipe}
 
     def _attentions(self, param: ParamSpec | None = None) -> tuple[str, ...]:
         """The attentions a parameter can meet: its `when`'s, else every searched one."""

@@ -263,17 +263,21 @@ def test_recipe_values_that_clash_in_one_trial_are_refused(tmp_path, text, words
         load_space(write(tmp_path, text))
 
 
-def test_recipe_values_never_drawn_together_may_clash(tmp_path):
-    apart = CLASH.replace(
-        "compile: {type: choice, values: [false, true]",
-        "compile: {type: choice, values: [false, true], when: {attention.fusion: sum}",
-    ).replace(
-        "cuda_graphs: {type: choice, values: [false, true]",
-        "cuda_graphs: {type: choice, values: [false, true], when: {attention.fusion: concat}",
-    )
-    assert [p.name for p in load_space(write(tmp_path, apart)).params][-2:] == [
-        "compile", "cuda_graphs",
-    ]  # fmt: skip
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # Conditional on a third parameter taking other values.
+        f"  compile: {BOOL}, when: {{attention.fusion: sum}}}}\n"
+        f"  cuda_graphs: {BOOL}, when: {{attention.fusion: concat}}}}\n",
+        # Conditional on the other one.
+        f"  compile: {BOOL}}}\n  cuda_graphs: {BOOL}, when: {{compile: [false]}}}}\n",
+        f"  nesterov: {BOOL}}}\n"
+        "  momentum: {type: choice, values: [0.0, 0.9], when: {nesterov: [false]}}\n",
+    ],
+)
+def test_recipe_values_never_drawn_together_may_clash(tmp_path, extra):
+    names = [line.split(":")[0].strip() for line in extra.splitlines()]
+    assert [p.name for p in load_space(write(tmp_path, VALID + extra)).params][-2:] == names
 
 
 def test_a_budget_other_than_the_spaces_must_fit_its_recipe(tmp_path):
