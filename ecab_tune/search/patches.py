@@ -25,6 +25,13 @@
 7. `Tuner.restore` brings back the callbacks pickled when the search began: objects of that
    day's code (a resume under newer code crashed on one, and kept Tune's loggers of 6.).
    `restore_tuner` runs this driver's instead, built from the same stored config.
+8. A search resumed in another folder (`--snapshot` on another machine) kept every path it
+   began with: the searcher's SQLite URL (unpickling it failed once the old folder was gone,
+   and wrote to the old study while it was there), ASHA's and the searcher's experiment folder,
+   and the trial generator's storage, so trials created after the resume wrote their results
+   and checkpoints into the old folder. Tune moves only the trials it restores. The searcher's
+   pickles now leave out its Optuna study, which `reopen` opens in the experiment folder where
+   it now lies; `restore_tuner` points the rest there.
 
 These reach into private attributes of `OptunaSearch`, `AsyncHyperBandScheduler`, `Tuner` and
 Optuna's storage: tested with ray 2.60 and optuna 5.0, the minor releases pyproject.toml bounds
@@ -33,7 +40,9 @@ them to.
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +51,11 @@ from ray.tune import Tuner
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from ecab_tune import experiment
-from ecab_tune.experiment import TRIAL_PREFIX
+from ecab_tune.experiment import OPTUNA_DB, TRIAL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,37 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self.stopped_as_pruned = stopped_as_pruned
         self.experiment_dir = None if experiment_dir is None else str(experiment_dir)
         self._steps: dict[str, set[int]] = {}  # the epochs recorded per trial
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the open Optuna study when it lives in the experiment folder (8. above): the
+        running trials are kept by Optuna's id, and `reopen` finds them again."""
+        state = self.__dict__.copy()
+        if self.experiment_dir is not None:
+            state["_storage"] = state["_ot_study"] = None
+            state["_ot_trials"] = {k: _optuna_id(t) for k, t in self._ot_trials.items()}
+        return state
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        here = self.experiment_dir  # where the experiment lies now, set by `restore_tuner`
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        if here is not None:
+            self.reopen(here)
+
+    def reopen(self, experiment_dir: str | Path) -> None:
+        """Open the Optuna study in `experiment_dir`, where the experiment lies now."""
+        self.experiment_dir = str(experiment_dir)
+        self._storage = optuna.storages.RDBStorage(f"sqlite:///{Path(experiment_dir) / OPTUNA_DB}")
+        self._ot_study = optuna.load_study(
+            study_name=self._study_name, storage=self._storage, sampler=self._sampler
+        )
+        self._ot_trials = {
+            k: optuna.trial.Trial(self._ot_study, _optuna_id(t)) for k, t in self._ot_trials.items()
+        }
 
     def suggest(self, trial_id: str) -> dict | None:
         new = trial_id not in self._ot_trials
@@ -139,6 +180,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
                     trial.set_user_attr(key, value)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # see 3. above: the study already holds this trial's end
+
+
+def _optuna_id(trial: optuna.trial.Trial | int) -> int:
+    return trial if isinstance(trial, int) else trial._trial_id
 
 
 def record_unfinished(storage: str, study_name: str, by_trial_id: dict[str, tuple[str, int]]):
@@ -217,4 +262,31 @@ def restore_tuner(exp_dir: Path, trainable: Any, callbacks: list[Any]) -> Any:
         str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
     )
     tuner._local_tuner.get_run_config().callbacks = callbacks
+    # 8. above: wherever the experiment lay when it began, it is here now.
+    config = tuner._local_tuner._tune_config
+    searcher, scheduler = config.search_alg, config.scheduler
+    if isinstance(searcher, BudgetAwareOptunaSearch):
+        searcher.reopen(exp_dir)
+    if isinstance(scheduler, ResumableASHA):
+        scheduler.experiment_dir = str(exp_dir)
+    if config.max_concurrent_trials:  # Tune wraps a Searcher so, but not a SearchGenerator
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent_trials)
+        config.max_concurrent_trials = None
+    config.search_alg = _MovedGenerator(searcher, exp_dir)
     return tuner
+
+
+class _MovedGenerator(SearchGenerator):
+    """Tune's trial generator, with the experiment it restores moved to `experiment_dir`, as
+    Tune moves the trials it restores (8. above)."""
+
+    def __init__(self, searcher: Any, experiment_dir: Path):
+        super().__init__(searcher)
+        self._experiment_dir = Path(experiment_dir).resolve()
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        storage = copy.copy(self._experiment.storage)
+        storage.storage_fs_path = str(self._experiment_dir.parent)
+        storage.experiment_dir_name = self._experiment_dir.name
+        self._experiment.storage = self._experiment.spec["storage"] = storage

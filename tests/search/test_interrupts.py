@@ -144,11 +144,23 @@ def test_sigterm_exits_143_and_the_snapshot_resumes_on_another_machine(tmp_path,
     }
     assert not (snap / "best").exists()
 
-    # Another machine: nothing but the snapshot, under another storage folder.
+    # Another machine: nothing but the snapshot, under another storage folder. The first
+    # folder is moved away: anything written to its path would make it again.
+    exp.rename(tmp_path / "first")
     elsewhere = tmp_path / "elsewhere"
     resumed = [*quick_args(elsewhere, "--snapshot", str(snap)), "--resume"]
     code = run_driver(resumed, tmp_path / "resumed.log")
     lines = (tmp_path / "resumed.log").read_text().splitlines()
     assert code == 0, "\n".join(lines[-30:])
     assert f"[search] restored {elsewhere / 'exp'} from the snapshot {snap}" in lines
+    assert not exp.exists()
     assert best_params(elsewhere / "exp") == best_params(quick_search[0])
+    # Every trial's every epoch reached the study that moved with it, and nothing else did.
+    study = optuna.load_study(
+        study_name="exp", storage=f"sqlite:///{elsewhere / 'exp' / 'optuna.db'}"
+    )
+    epochs = {t.user_attrs["trial_id"]: t.user_attrs.get("epochs") for t in study.trials}
+    assert epochs == {
+        t["trial_id"]: t["epochs"]
+        for t in json.loads((elsewhere / "exp" / "summary.json").read_text())["trials"]
+    }
