@@ -96,13 +96,15 @@ def plot_curves(exp: Experiment, cfg: ReportConfig) -> Plot:
 
 def plot_fusion_variants(exp: Experiment, cfg: ReportConfig) -> Plot:
     title, file = "Fusion variants (parallel coordinates)", "parallel_coordinates.png"
-    names = sorted({n for t in exp.trials for n in t.params if n.startswith(ATTN_PREFIX)})
-    names += ["lr"] if any("lr" in t.params for t in exp.trials) else []
     # Worst first, so the best lines are drawn on top.
     rows = ranked(exp.trials, cfg.metric, cfg.mode)[::-1]
-    rows = [t for t in rows if all(n in t.params for n in names)]
+    searched = sorted({n for t in rows for n in t.params if n.startswith(ATTN_PREFIX)})
+    searched += ["lr"] if any("lr" in t.params for t in rows) else []
+    # Every trial is drawn: a conditional option (`project`, drawn under concat only) leaves
+    # no axis, or the figure would hold only the trials that took its condition.
+    names = [n for n in searched if all(n in t.params for t in rows)]
     if not names or not rows:
-        why = "no attention.* or lr parameter was searched" if not names else "no scored trial"
+        why = "no scored trial" if not rows else "no attention.* or lr parameter every trial drew"
         return _skipped(cfg, title, file, why)
     space = {p.name: p.type for p in exp.space.params} if exp.space else {}
     plots.parallel_coordinates(
@@ -115,8 +117,14 @@ def plot_fusion_variants(exp: Experiment, cfg: ReportConfig) -> Plot:
         dashed=[t.epochs < exp.max_epochs for t in rows],
         cmap="viridis" if cfg.mode == "max" else "viridis_r",
     )
+    left_out = [n for n in searched if n not in names]
+    note = f"; no axis for {', '.join(left_out)}: not every trial drew it" if left_out else ""
     return Plot(
-        title, file, True, f"dashed: trials that ran fewer than {epochs_text(exp.max_epochs)}"
+        title,
+        file,
+        True,
+        f"dashed: trials that ran fewer than {epochs_text(exp.max_epochs)}; all {len(rows)} "
+        f"scored trials{note}",
     )
 
 

@@ -218,3 +218,24 @@ def test_a_running_search_reads_its_budget_and_space_from_search_json(tmp_path):
         in (report)
     )
     assert "Compute: 7 epochs trained, 0.23x of every trial's full budget (30)" in report
+
+
+def test_the_fusion_figure_draws_every_trial_when_an_option_is_conditional(tmp_path, monkeypatch):
+    from ecab_tune.experiment import PARAMS_FILE
+    from ecab_tune.reporting import search_figures
+    from ecab_tune.reporting.trials import load_experiment
+
+    exp = make_experiment(tmp_path, TRIALS)
+    for folder in trial_folders(exp):  # as bridge.yaml draws `project` under concat only
+        params = json.loads((folder / PARAMS_FILE).read_text())
+        if params["attention.fusion"] == "concat":
+            (folder / PARAMS_FILE).write_text(json.dumps({**params, "attention.project": True}))
+    drawn = {}
+    monkeypatch.setattr(
+        search_figures.plots, "parallel_coordinates", lambda axes, *a, **k: drawn.update(axes)
+    )
+    cfg = search_figures.ReportConfig(tmp_path / "out", "md", "val_acc", "max", (), "")
+    plot = search_figures.plot_fusion_variants(load_experiment(exp), cfg)
+    assert sorted(drawn) == ["attention.fusion", "attention.layers", "lr"]
+    assert sorted(drawn["attention.fusion"]) == ["concat"] * 3 + ["sum"] * 3
+    assert "no axis for attention.project: not every trial drew it" in plot.note
