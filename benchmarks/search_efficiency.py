@@ -193,6 +193,16 @@ def summarize(records: list[dict[str, Any]]) -> None:
             )
             groups.setdefault(label, []).append(r)
         for label, rows in groups.items():
+            # A seed twice (the command run again) would average two runs here and pair each
+            # ASHA run with whichever random-fifo row came last: runs of different sessions.
+            seeds = [r["seed"] for r in rows]
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            if twice:
+                raise ValueError(
+                    f"{label} has seed(s) {twice} more than once under one setting: keep one row "
+                    "per seed (the rows of one run), or use another --csv"
+                )
+        for label, rows in groups.items():
             val, test, epochs, wall, overhead = (
                 statistics.fmean(r[k] for r in rows) for k in NUMBERS
             )
@@ -244,7 +254,10 @@ def main() -> None:
             records = read_csv(args.summarize)
         except (OSError, KeyError, ValueError) as e:
             parser.error(f"--summarize {args.summarize}: not a CSV this script wrote ({e!r})")
-        summarize(records)
+        try:
+            summarize(records)
+        except ValueError as e:
+            parser.error(f"--summarize {args.summarize}: {e}")
         return
     ray.init(address="local", include_dashboard=False, configure_logging=False)
     records = []
