@@ -10,13 +10,19 @@
 # Without a GPU it runs what it can (versions, the skipped tests with their reason) and says so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-REPORT=${1:-benchmarks/results/gpu_check.md}
+REPORT=benchmarks/results/gpu_check.md
 THROUGHPUT=1
-[ "${2:-}" = "--no-throughput" ] && THROUGHPUT=0
+for arg in "$@"; do  # in either order
+    case $arg in
+        --no-throughput) THROUGHPUT=0 ;;
+        -*) echo "gpu_check.sh: unknown option $arg (usage: [REPORT] [--no-throughput])" >&2; exit 2 ;;
+        *) REPORT=$arg ;;
+    esac
+done
 source scripts/gpu_env.sh
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$(dirname "$REPORT")"
+mkdir -p "$(dirname -- "$REPORT")"
 echo "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ)" > "$REPORT"
 
 step() {  # step TITLE COMMAND...: run it, append its output and exit status to the report
