@@ -18,6 +18,7 @@ from ecab_tune.reporting.document import check_block
 from ecab_tune.reporting.search_figures import ReportConfig
 from ecab_tune.reporting.search_report import readme_tag, write_report
 from ecab_tune.reporting.trials import ExperimentError, load_experiment
+from ecab_tune.search.objectives import natural_mode
 
 REPORT_DIR = "report"
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mode",
         choices=("max", "min"),
-        help="better is max/min (default: the search's, for a metric it optimised; else max)",
+        help="better is max/min (default: the search's, for a metric it optimised; else min "
+        "for losses, seconds and costs, max for the rest)",
     )
     parser.add_argument(
         "--study",
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     metric = args.metric or exp.objectives[0].metric
     modes = {o.metric: o.mode for o in exp.objectives}
-    mode = args.mode or modes.get(metric, "max")
+    mode = args.mode or modes.get(metric) or natural_mode(metric)
     numeric = {
         k
         for t in exp.trials

@@ -39,6 +39,7 @@ def test_a_study_folder_without_runs_exits_2_naming_what_was_expected(tmp_path, 
         ("val_loss:min", [], ("val_loss", "min")),
         ("val_acc:max,macs:min", ["--metric", "macs"], ("macs", "min")),
         ("val_loss:min", ["--metric", "val_acc"], ("val_acc", "max")),
+        ("val_acc:max", ["--metric", "val_loss"], ("val_loss", "min")),  # a loss: lower is better
         (None, [], ("val_acc", "max")),  # a search older than --objectives
     ],
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ecab_tune.checkpoint import Meta
+from ecab_tune.data.imagefolder import TEST_FRACTION
 from ecab_tune.models import resolved_options
 
 CARD, CONFIG = "README.md", "config.json"
@@ -18,7 +19,8 @@ CARD, CONFIG = "README.md", "config.json"
 SPLITS = {
     "val_": "validation: a stratified held-out share of the training images (a search selects "
     "on it)",
-    "test_": "test: the dataset's own test split; never used for selection",
+    "test_": "test: the dataset's own test split (an image folder without one: a fixed "
+    f"{TEST_FRACTION:.0%} held out); never used for selection",
     "train_": "training images (augmented batches)",
 }
 

@@ -46,6 +46,8 @@ def paired_contrast(name: str, a: Sequence[float], b: Sequence[float]) -> Contra
         raise ValueError(f"{name}: paired samples differ in length: {len(a)} and {len(b)}")
     if len(a) < 2:
         raise ValueError(f"{name}: a paired test needs two or more pairs, got {len(a)}")
+    if not all(math.isfinite(x) for x in (*a, *b)):
+        raise ValueError(f"{name}: a value is not a finite number: {list(a)} and {list(b)}")
     # Accuracies are counts over a test set: equal differences must be equal, not 1e-17 apart,
     # or float noise decides between a zero spread and a tiny one (p = 0 either way, below).
     diffs = tuple(round(x - y, 12) for x, y in zip(a, b, strict=True))

@@ -18,6 +18,12 @@ PER_EPOCH = tuple(f.name for f in dataclasses.fields(EpochResult) if f.name not 
 PER_TRIAL = ("num_params", "macs", "latency_ms")
 REPORTED = PER_EPOCH + PER_TRIAL
 MODES = ("max", "min")
+HIGHER_IS_BETTER = ("train_acc", "val_acc", "images_per_s")  # the others are losses and costs
+
+
+def natural_mode(metric: str) -> Literal["max", "min"]:
+    """Which way a reported metric is better; a metric not reported here, max."""
+    return "min" if metric in REPORTED and metric not in HIGHER_IS_BETTER else "max"
 
 
 @dataclass(frozen=True)

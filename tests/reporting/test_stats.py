@@ -71,3 +71,8 @@ def test_holm_over_a_planned_family_counts_the_missing_contrasts_as_p_1():
     assert planned[0].adj_low < holm(family)[0].adj_low
     with pytest.raises(ValueError, match="a family of 2 cannot hold 3"):
         holm(family, family=2)
+
+
+def test_a_value_that_is_no_finite_number_is_named_with_its_contrast():
+    with pytest.raises(ValueError, match="ecab − none: a value is not a finite number"):
+        paired_contrast("ecab − none", [0.9, float("nan")], [0.8, 0.7])
