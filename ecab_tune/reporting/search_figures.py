@@ -181,7 +181,11 @@ def model_cost_plots(exp: Experiment, cfg: ReportConfig) -> list[Plot]:
         ),
     ):
         if not full or not all(isinstance(t.history[-1].get(key), int | float) for t in full):
-            why = f"no full-budget trial reported {key} (a search from before they were)"
+            why = (
+                f"no trial that ran the full budget has a value of {cfg.metric}"
+                if not full
+                else f"no full-budget trial reported {key} (a search from before they were)"
+            )
             out.append(_skipped(cfg, title, file, why))
             continue
         marked = {b.arm: (b.costs[key], b.value) for b in cfg.baselines if key in b.costs}

@@ -260,3 +260,12 @@ def test_the_fusion_figure_draws_every_trial_when_an_option_is_conditional(tmp_p
     assert sorted(drawn) == ["attention.fusion", "attention.layers", "lr"]
     assert sorted(drawn["attention.fusion"]) == ["concat"] * 3 + ["sum"] * 3
     assert "no axis for attention.project: not every trial drew it" in plot.note
+
+
+def test_options_table_headings_stay_distinct_when_every_trial_ran_the_full_budget(tmp_path):
+    exp = make_experiment(tmp_path, {"a1": TRIALS["a1"]}, {"search": {"max_epochs": 3}})
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| option |"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert len(set(cells)) == len(cells) and "best within 3 epochs" in cells
