@@ -2,6 +2,7 @@
 its command, `python -m ecab_tune.report`."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -138,16 +139,20 @@ def test_the_model_cost_front_is_skipped_for_trials_that_never_reported_macs(tmp
         assert f"Skipped: no full-budget trial reported {cost}" in report
 
 
+# What an interrupted search leaves: a1 finished, d4 interrupted.
+INTERRUPTED = {
+    "interrupted": True,
+    "best": None,
+    "search": {"space": "quick", "max_epochs": 3},
+    "trials": [
+        {"trial_id": "a1", "status": "finished"},
+        {"trial_id": "d4", "status": "interrupted"},
+    ],
+}
+
+
 def test_an_interrupted_search_reads_as_interrupted_in_the_searchs_own_words(tmp_path):
-    summary = {
-        "interrupted": True,
-        "best": None,
-        "search": {"space": "quick", "max_epochs": 3},
-        "trials": [
-            {"trial_id": "a1", "status": "finished"},
-            {"trial_id": "d4", "status": "interrupted"},
-        ],
-    }
+    summary = json.loads(json.dumps(INTERRUPTED))
     exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "d4")}, summary)
     assert main([str(exp)]) == 0
     report = (exp / "report" / "report.md").read_text()
@@ -164,17 +169,7 @@ def test_an_interrupted_search_reads_as_interrupted_in_the_searchs_own_words(tmp
 
 
 def test_a_search_resumed_since_its_summary_is_reported_from_its_trials(tmp_path):
-    import os
-
-    summary = {
-        "interrupted": True,
-        "search": {"space": "quick", "max_epochs": 3},
-        "trials": [
-            {"trial_id": "a1", "status": "finished"},
-            {"trial_id": "d4", "status": "interrupted"},
-        ],
-    }
-    exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "d4")}, summary)
+    exp = make_experiment(tmp_path, {k: TRIALS[k] for k in ("a1", "d4")}, INTERRUPTED)
     written = (exp / "summary.json").stat().st_mtime
     result = exp / "trial_d4" / RESULT_FILE  # the resumed search has written since
     os.utime(result, (written + 5, written + 5))
