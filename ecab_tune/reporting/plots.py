@@ -72,10 +72,24 @@ def learning_curves(curves: Mapping[str, Sequence[float]], path: Path) -> Path:
     return _save(fig, path)
 
 
+NOT_DRAWN = "n/a"
+
+
 def _axis_positions(
     values: Sequence[Any], log: bool
 ) -> tuple[list[float], list[tuple[float, str]]]:
-    """Each value's height on a [0, 1] axis, and the axis's (height, label) ticks."""
+    """Each value's height on a [0, 1] axis, and the axis's (height, label) ticks; None (a
+    conditional option the row did not draw) sits at the top, as "n/a"."""
+    if any(v is None for v in values):
+        present = [v for v in values if v is not None]
+        if not present:
+            return [0.5] * len(values), [(0.5, NOT_DRAWN)]
+        heights, ticks = _axis_positions(present, log)
+        below = iter(0.85 * h for h in heights)
+        return (
+            [1.0 if v is None else next(below) for v in values],
+            [(0.85 * h, text) for h, text in ticks] + [(1.0, NOT_DRAWN)],
+        )
     if any(isinstance(v, (str, bool)) for v in values):
         categories = sorted({str(v) for v in values})
         step = 1 / (len(categories) - 1) if len(categories) > 1 else 0.0

@@ -98,17 +98,15 @@ def plot_fusion_variants(exp: Experiment, cfg: ReportConfig) -> Plot:
     title, file = "Fusion variants (parallel coordinates)", "parallel_coordinates.png"
     # Worst first, so the best lines are drawn on top.
     rows = ranked(exp.trials, cfg.metric, cfg.mode)[::-1]
-    searched = sorted({n for t in rows for n in t.params if n.startswith(ATTN_PREFIX)})
-    searched += ["lr"] if any("lr" in t.params for t in rows) else []
-    # Every trial is drawn: a conditional option (`project`, drawn under concat only) leaves
-    # no axis, or the figure would hold only the trials that took its condition.
-    names = [n for n in searched if all(n in t.params for t in rows)]
+    names = sorted({n for t in rows for n in t.params if n.startswith(ATTN_PREFIX)})
+    names += ["lr"] if any("lr" in t.params for t in rows) else []
     if not names or not rows:
-        why = "no scored trial" if not rows else "no attention.* or lr parameter every trial drew"
+        why = "no attention.* or lr parameter was searched" if rows else "no scored trial"
         return _skipped(cfg, title, file, why)
     space = {p.name: p.type for p in exp.space.params} if exp.space else {}
     plots.parallel_coordinates(
-        {n: [t.params[n] for t in rows] for n in names},
+        # Every trial, a conditional option it did not draw (`project` under sum) as n/a.
+        {n: [t.params.get(n) for t in rows] for n in names},
         [t.best(cfg.metric, cfg.mode) for t in rows],
         cfg.out / file,
         colour_label=f"best {cfg.metric}",
@@ -117,14 +115,14 @@ def plot_fusion_variants(exp: Experiment, cfg: ReportConfig) -> Plot:
         dashed=[t.epochs < exp.max_epochs for t in rows],
         cmap="viridis" if cfg.mode == "max" else "viridis_r",
     )
-    left_out = [n for n in searched if n not in names]
-    note = f"; no axis for {', '.join(left_out)}: not every trial drew it" if left_out else ""
+    conditional = [n for n in names if any(n not in t.params for t in rows)]
+    note = f"; n/a: a trial that did not draw {' or '.join(conditional)}" if conditional else ""
     return Plot(
         title,
         file,
         True,
-        f"dashed: trials that ran fewer than {epochs_text(exp.max_epochs)}; all {len(rows)} "
-        f"scored trials{note}",
+        f"dashed: trials that ran fewer than {epochs_text(exp.max_epochs)}; every scored "
+        f"trial ({len(rows)}){note}",
     )
 
 

@@ -32,3 +32,20 @@ def test_optuna_figures_leave_pyplot_as_they_found_it(tmp_path):
         assert_valid_png(tmp_path / name)
     assert plt.get_fignums() == open_before
     assert dict(matplotlib.rcParams) == style  # Optuna switches pyplot to ggplot
+
+
+def test_parallel_coordinates_put_an_option_a_row_did_not_draw_at_n_a(tmp_path):
+    from ecab_tune.reporting.plots import _axis_positions, parallel_coordinates
+
+    heights, ticks = _axis_positions([True, None, False], log=False)
+    assert heights == [0.85, 1.0, 0.0] and ticks == [(0.0, "False"), (0.85, "True"), (1.0, "n/a")]
+    heights, ticks = _axis_positions([None, 2, 16], log=True)
+    assert heights == [1.0, 0.0, 0.85] and ticks[-1] == (1.0, "n/a")
+    path = parallel_coordinates(
+        {"fusion": ["sum", "concat"], "project": [None, True], "lr": [0.1, 0.2]},
+        [0.8, 0.9],
+        tmp_path / "pc.png",
+        colour_label="val_acc",
+        title="t",
+    )
+    assert_valid_png(path)

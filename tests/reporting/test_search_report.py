@@ -236,7 +236,7 @@ def test_a_running_search_reads_its_budget_and_space_from_search_json(tmp_path):
     assert "Compute: 7 epochs trained, 0.23x of every trial's full budget (30)" in report
 
 
-def test_the_fusion_figure_draws_every_trial_when_an_option_is_conditional(tmp_path, monkeypatch):
+def test_the_fusion_figure_draws_every_trial_and_a_conditional_option_as_n_a(tmp_path, monkeypatch):
     from ecab_tune.experiment import PARAMS_FILE
     from ecab_tune.reporting import search_figures
     from ecab_tune.reporting.trials import load_experiment
@@ -252,9 +252,11 @@ def test_the_fusion_figure_draws_every_trial_when_an_option_is_conditional(tmp_p
     )
     cfg = search_figures.ReportConfig(tmp_path / "out", "md", "val_acc", "max", (), "")
     plot = search_figures.plot_fusion_variants(load_experiment(exp), cfg)
-    assert sorted(drawn) == ["attention.fusion", "attention.layers", "lr"]
+    assert sorted(drawn) == ["attention.fusion", "attention.layers", "attention.project", "lr"]
     assert sorted(drawn["attention.fusion"]) == ["concat"] * 3 + ["sum"] * 3
-    assert "no axis for attention.project: not every trial drew it" in plot.note
+    fusion_project = sorted(zip(drawn["attention.fusion"], drawn["attention.project"], strict=True))
+    assert fusion_project == [("concat", True)] * 3 + [("sum", None)] * 3
+    assert "every scored trial (6); n/a: a trial that did not draw attention.project" in plot.note
 
 
 def test_options_table_headings_stay_distinct_when_every_trial_ran_the_full_budget(tmp_path):
