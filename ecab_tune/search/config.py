@@ -167,9 +167,11 @@ def space_data(space: SearchSpace, **given: Any) -> DataConfig:
 
 # What a resumed search takes from the command line; everything else is the search's own
 # (its output settings too: progress interval and verbosity).
+# `max_concurrent` is the search's own: Tune restores its concurrency limiter's state, which a
+# limit set only on resume would lack (it would drop the results of the trials it resumes).
 RUNTIME_KEYS = (
     "name", "storage", "resume", "address", "dashboard", "cpus_per_trial", "gpus_per_trial",
-    "max_concurrent", "export_partial", "snapshot",
+    "export_partial", "snapshot",
 )  # fmt: skip
 
 

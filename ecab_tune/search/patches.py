@@ -95,6 +95,12 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if here is not None:
             self.reopen(here)
 
+    def _open(self) -> None:
+        """A copy unpickled elsewhere (Ray's client mode sends the searcher to the cluster)
+        opens the study where the experiment lies on first use."""
+        if self._ot_study is None and self.experiment_dir is not None:
+            self.reopen(self.experiment_dir)
+
     def reopen(self, experiment_dir: str | Path) -> None:
         """Open the Optuna study in `experiment_dir`, where the experiment lies now."""
         self.experiment_dir = str(experiment_dir)
@@ -107,6 +113,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         }
 
     def suggest(self, trial_id: str) -> dict | None:
+        self._open()
         new = trial_id not in self._ot_trials
         params = super().suggest(trial_id)
         if new and trial_id in self._ot_trials:
@@ -117,6 +124,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._open()
         step = result.get(TRAINING_ITERATION)
         if step in self._steps.get(trial_id, ()):
             return  # Tune re-sends a trial's last result when it returns
@@ -139,6 +147,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self._open()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         if result and not error:
@@ -269,7 +278,7 @@ def restore_tuner(exp_dir: Path, trainable: Any, callbacks: list[Any]) -> Any:
         searcher.reopen(exp_dir)
     if isinstance(scheduler, ResumableASHA):
         scheduler.experiment_dir = str(exp_dir)
-    if config.max_concurrent_trials:  # Tune wraps a Searcher so, but not a SearchGenerator
+    if config.max_concurrent_trials:  # as Tune wraps a Searcher (not a SearchGenerator)
         searcher = ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent_trials)
         config.max_concurrent_trials = None
     config.search_alg = _MovedGenerator(searcher, exp_dir)

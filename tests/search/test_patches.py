@@ -2,6 +2,7 @@
 
 import csv
 import json
+import pickle
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -182,3 +183,40 @@ def test_a_new_driver_still_takes_the_stored_rows(tmp_path):
     logger.log_trial_result(2, trial, {"training_iteration": 2})
     logger.on_experiment_end([trial])
     assert json_rows(tmp_path / "staging") == [1, 2]
+
+
+def lr_space(trial):  # at module level, to pickle as the search's space does
+    return {"lr": trial.suggest_float("lr", 1e-3, 1.0, log=True)}
+
+
+def test_the_searcher_travels_without_its_study_and_opens_it_where_the_experiment_lies(tmp_path):
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    first.mkdir()
+    searcher = BudgetAwareOptunaSearch(
+        space=lr_space,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        max_epochs=2,
+        metric="val_acc",
+        mode="max",
+        study_name="s",
+        storage=optuna.storages.RDBStorage(f"sqlite:///{first / 'optuna.db'}"),
+        experiment_dir=first,
+    )
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {"val_acc": 0.5, "training_iteration": 1})
+    # A copy sent to the cluster (Ray's client mode) opens the study on first use.
+    assert pickle.loads(pickle.dumps(searcher)).suggest("b") is not None
+    # tuner.pkl and the searcher's state, then the folder moved (another machine): the
+    # restored searcher tells the moved study, and nothing makes the first folder again.
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    pickled = pickle.dumps(searcher)
+    first.rename(moved)
+    restored = pickle.loads(pickled)
+    restored.reopen(moved)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("a", {"val_acc": 0.6, "training_iteration": 2})
+    assert not first.exists()
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{moved / 'optuna.db'}")
+    states = {t.user_attrs["trial_id"]: t.state for t in study.trials}
+    assert states == {"a": optuna.trial.TrialState.COMPLETE, "b": optuna.trial.TrialState.RUNNING}
+    assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.6}
