@@ -160,12 +160,6 @@ def find_space(exp_dir: Path, settings: dict[str, Any]) -> tuple[SearchSpace | N
     return space, name if str(source) == name else f"{name or 'unnamed'} ({source})"
 
 
-def _newer_results(summary: Path, folders: Sequence[Path]) -> bool:
-    written = summary.stat().st_mtime
-    results = (folder / RESULT_FILE for folder in folders)
-    return any(r.is_file() and r.stat().st_mtime > written for r in results)
-
-
 def load_experiment(exp_dir: Path) -> Experiment:
     folders = trial_folders(exp_dir)
     if not folders:
@@ -173,14 +167,9 @@ def load_experiment(exp_dir: Path) -> Experiment:
         raise ExperimentError(f"{exp_dir} {what}: not an experiment folder of ecab_tune.search")
     summary = read_json(exp_dir / SUMMARY_FILE)
     summary = summary if isinstance(summary, dict) else None
-    notes = []
-    if summary is not None and _newer_results(exp_dir / SUMMARY_FILE, folders):
-        # An interrupted search's summary, and the search resumed since: its statuses (and
-        # "interrupted") are out of date; the trials' files tell what is happening now.
-        summary = None
-        notes.append(f"{SUMMARY_FILE} predates trial results: the search was resumed since")
     settings, settings_file = search_settings(exp_dir, summary)
     space, space_source = find_space(exp_dir, settings)
+    notes = []
     raw = []
     for folder in folders:
         read = read_results(folder)

@@ -78,6 +78,8 @@ def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
         old_dir = Path(cfg.warm_start).resolve()
         check_compatible(load_old_trials(old_dir)[0], space, old_dir)
         cfg = dataclasses.replace(cfg, warm_start=str(old_dir))
+    if cfg.resume:  # the stop's summary: from now on the trials' own files tell (the report)
+        (cfg.experiment_dir / SUMMARY_FILE).unlink(missing_ok=True)
     return cfg, space
 
 

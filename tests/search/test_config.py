@@ -40,11 +40,14 @@ def test_resume_takes_the_search_from_its_folder_and_runtime_flags_from_the_comm
     exp.mkdir()
     (exp / "tuner.pkl").write_bytes(b"")
     (exp / "search.json").write_text(json.dumps({**to_dict(started), "max_epochs": 2}))
+    (exp / "summary.json").write_text('{"interrupted": true}')  # the stop's
     cfg, space = prepare(
         SearchConfig(name="q", storage=str(tmp_path), resume=True, export_partial=True, seed=9)
     )
     assert space.name == "quick" and (cfg.data.subset, cfg.seed, cfg.max_epochs) == (600, 3, 2)
     assert cfg.export_partial and cfg.resume
+    # Running again, the search is no longer interrupted: its report reads the trials' files.
+    assert not (exp / "summary.json").exists()
 
 
 def test_search_json_names_its_space_so_a_resume_finds_it_from_any_folder(tmp_path, monkeypatch):
