@@ -172,6 +172,13 @@ def read_csv(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _label(r: dict[str, Any]) -> str:
+    asha = STRATEGIES[r["strategy"]]["scheduler"] == "asha"
+    return r["strategy"] + (
+        f" (grace {r['grace_period']}, factor {r['reduction_factor']})" if asha else ""
+    )
+
+
 def summarize(records: list[dict[str, Any]]) -> None:
     """Per setting: each strategy's means over seeds, then TPE+ASHA against random+FIFO
     paired by seed (random+FIFO ignores the ASHA settings, so it pairs with each of them)."""
@@ -179,6 +186,17 @@ def summarize(records: list[dict[str, Any]]) -> None:
     by_setting: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in records:
         by_setting.setdefault(tuple(r[k] for k in setting), []).append(r)
+    for mine in by_setting.values():
+        # A seed twice (the command run again) would average two runs and pair each ASHA run
+        # with whichever random-fifo row came last: runs of different sessions.
+        runs = [(_label(r), r["seed"]) for r in mine]
+        twice = sorted({run for run in runs if runs.count(run) > 1})
+        if twice:
+            label, seed = twice[0]
+            raise ValueError(
+                f"{label} has seed {seed} more than once under one setting: keep one row per "
+                "seed (the rows of one run), or use another --csv"
+            )
     for key, mine in sorted(by_setting.items()):
         print("\n" + ", ".join(f"{k} {v}" for k, v in zip(setting, key, strict=True)))
         print(
@@ -187,21 +205,7 @@ def summarize(records: list[dict[str, Any]]) -> None:
         )
         groups: dict[str, list[dict[str, Any]]] = {}
         for r in mine:
-            asha = STRATEGIES[r["strategy"]]["scheduler"] == "asha"
-            label = r["strategy"] + (
-                f" (grace {r['grace_period']}, factor {r['reduction_factor']})" if asha else ""
-            )
-            groups.setdefault(label, []).append(r)
-        for label, rows in groups.items():
-            # A seed twice (the command run again) would average two runs here and pair each
-            # ASHA run with whichever random-fifo row came last: runs of different sessions.
-            seeds = [r["seed"] for r in rows]
-            twice = sorted({s for s in seeds if seeds.count(s) > 1})
-            if twice:
-                raise ValueError(
-                    f"{label} has seed(s) {twice} more than once under one setting: keep one row "
-                    "per seed (the rows of one run), or use another --csv"
-                )
+            groups.setdefault(_label(r), []).append(r)
         for label, rows in groups.items():
             val, test, epochs, wall, overhead = (
                 statistics.fmean(r[k] for r in rows) for k in NUMBERS

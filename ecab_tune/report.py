@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if numeric and metric not in numeric:
         parser.error(
-            f"--metric {metric}: no trial in {exp.path} reports it; "
+            f"{'--metric' if args.metric else 'the search objective'} {metric}: no trial in "
+            f"{exp.path} reports it; "
             f"they report: {', '.join(sorted(numeric))}"
         )
     try:

@@ -16,7 +16,8 @@ for arg in "$@"; do  # in either order
     case $arg in
         --no-throughput) THROUGHPUT=0 ;;
         -*) echo "gpu_check.sh: unknown option $arg (usage: [REPORT] [--no-throughput])" >&2; exit 2 ;;
-        *) REPORT=$arg ;;
+        *) [ -n "${report_set:-}" ] && { echo "gpu_check.sh: one REPORT, got $REPORT and $arg" >&2; exit 2; }
+           REPORT=$arg; report_set=1 ;;
     esac
 done
 source scripts/gpu_env.sh

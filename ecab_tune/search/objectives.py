@@ -22,8 +22,9 @@ HIGHER_IS_BETTER = ("train_acc", "val_acc", "images_per_s")  # the others are lo
 
 
 def natural_mode(metric: str) -> Literal["max", "min"]:
-    """Which way a reported metric is better; a metric not reported here, max."""
-    return "min" if metric in REPORTED and metric not in HIGHER_IS_BETTER else "max"
+    """Which way a reported metric is better (Ray's `time_*` seconds too); any other, max."""
+    timed = metric.startswith("time_")
+    return "min" if timed or (metric in REPORTED and metric not in HIGHER_IS_BETTER) else "max"
 
 
 @dataclass(frozen=True)

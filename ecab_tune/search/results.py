@@ -64,11 +64,16 @@ def rank(rows: Sequence[TrialRow], mode: str) -> list[TrialRow]:
 Cells = tuple[str, ...]
 
 
+def _number(value: float) -> str:
+    """An accuracy or loss to 4 places; a count (MACs, parameters) whole."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
 def trial_table(rows: Sequence[TrialRow], metric: str) -> tuple[Cells, list[Cells]]:
     """The header and cells of ranked `rows`: what the terminal and the report show."""
     header = ("#", "trial", metric, "epochs", "time", "status", "params")
     cells = [
-        (str(k), r.trial_id, f"{r.best:.4f}", str(r.epochs), f"{r.time_s:.0f}s", r.status,
+        (str(k), r.trial_id, _number(r.best), str(r.epochs), f"{r.time_s:.0f}s", r.status,
          params_text(r.params))
         for k, r in enumerate(rows, 1)
     ]  # fmt: skip

@@ -51,3 +51,4 @@ def test_whole_number_objectives_rank_like_any_other():
     ]
     rows = summarize(grid, "macs", "min", max_epochs=2)
     assert [(r.trial_id, r.best) for r in rows] == [("small", 9_000_000), ("big", 20_000_000)]
+    assert [cells[2] for cells in trial_table(rows, "macs")[1]] == ["9,000,000", "20,000,000"]
