@@ -86,6 +86,10 @@ def join_cluster(address: str) -> None:
     import ray
 
     where = f"the Ray cluster at {address}"
+    named = os.environ.get("RAY_ADDRESS", "").strip()
+    if address == "auto" and named:
+        # As in ray.init("auto"): RAY_ADDRESS names the cluster, a ray:// one through the client.
+        address, where = named, f"{where} (RAY_ADDRESS={named})"
     client = address.startswith("ray://")
     target = address.removeprefix("ray://") if client else _gcs_address(address, where)
     if client and not target.rpartition(":")[2].isdigit():
