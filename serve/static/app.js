@@ -31,6 +31,8 @@ async function predict(file) {
   $("preview").src = URL.createObjectURL(file);
   $("stage").style.display = "block";
   $("cam-controls").hidden = true;
+  // The last image's map must not sit over this one: shown again only when its own arrives.
+  $("cam").style.display = "none";
 
   const form = new FormData();
   form.append("files", file, file.name);

@@ -167,3 +167,68 @@ def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Pa
     assert last == f"channel {len(channel) - 1}: {channel[-1]:.3f}"
     assert sources == {n: list(w["sources"]) for n, w in expected["attention"].items()}
     assert sources["stage3.block0.attn"][-1] == "stage3.block0.conv2"
+
+
+def test_a_failed_upload_leaves_no_earlier_cam_over_the_new_image(tmp_path: Path) -> None:
+    """The page served with canned answers (no model server): a first image gets its CAM, a
+    second one the server refuses; the first image's map must not stay over the second."""
+    import json
+
+    from playwright.sync_api import Route, sync_playwright
+
+    static = Path(__file__).resolve().parents[2] / "serve" / "static"
+    cam = [[0.0, 1.0], [0.5, 0.0]]
+    ok = {
+        "model": "m",
+        "predictions": [
+            {"name": "a.png", "top": [{"label": "coat", "index": 0, "probability": 0.9}],
+             "attention": {}, "cam": cam, "cam_shape": [2, 2]}
+        ],
+    }  # fmt: skip
+    answers = iter([(200, ok), (422, {"detail": "image 0 ('b.png') is not a supported image"})])
+    info = {"architecture": "resnet8", "attention": "ecab", "parameters": 1,
+            "input_shape": [1, 2, 2], "classes": ["coat"], "metrics": {}}  # fmt: skip
+
+    def answer(route: Route) -> None:
+        path = route.request.url.split("://", 1)[1].partition("/")[2].partition("?")[0]
+        if path in ("", "static/app.js"):
+            file = static / ("index.html" if not path else "app.js")
+            kind = "text/html" if not path else "application/javascript"
+            route.fulfill(status=200, body=file.read_text(), content_type=kind)
+        elif path == "model":
+            route.fulfill(status=200, body=json.dumps(info), content_type="application/json")
+        else:
+            status, body = next(answers)
+            route.fulfill(status=status, body=json.dumps(body), content_type="application/json")
+
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes(sample_png(0))
+    second.write_bytes(b"not an image")
+    displayed = "() => getComputedStyle(document.getElementById('cam')).display"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            env={**os.environ, "HOME": str(tmp_path)},
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.route("http://page.test/**", answer)
+            page.goto("http://page.test/", timeout=30_000)
+            page.set_input_files("#file", str(first))
+            page.wait_for_function(
+                "document.getElementById('status').textContent.startsWith('done')",
+                timeout=30_000,
+            )
+            shown_first = page.evaluate(displayed)
+            page.set_input_files("#file", str(second))
+            page.wait_for_function(
+                "document.getElementById('status').textContent.startsWith('error')",
+                timeout=30_000,
+            )
+            shown_second = page.evaluate(displayed)
+            status = page.text_content("#status")
+        finally:
+            browser.close()
+    assert shown_first == "block"
+    assert "422" in status
+    assert shown_second == "none"  # was "block": a.png's map over b.png
