@@ -89,6 +89,9 @@ class SearchProgress(Callback):
         self._last_line = self._start
         self._epochs_this_run = 0
         self._total = 0
+        # Each trial's best finite value seen here: Ray's metric_analysis keeps max(NaN, x) =
+        # NaN, so a trial whose last report is NaN (it diverged) would lose its best there.
+        self._finite_best: dict[str, float] = {}
 
     def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
         self._start = self._last_line = time.monotonic()
@@ -97,6 +100,10 @@ class SearchProgress(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
         self._epochs_this_run += 1
+        value = result.get(self.metric)
+        if _finite(value):
+            seen = self._finite_best.get(trial.trial_id, value)
+            self._finite_best[trial.trial_id] = self._pick(value, seen)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
@@ -133,9 +140,17 @@ class SearchProgress(Callback):
             flush=True,
         )
 
+    def _pick(self, *values: float) -> float:
+        return max(values) if self.mode == "max" else min(values)
+
     def _best_of(self, trial: Any) -> float:
-        value = trial.metric_analysis.get(self.metric, {}).get(self.mode, math.nan)
-        return float(value) if isinstance(value, (int, float)) else math.nan
+        """The best finite value the trial reported: Ray's record (which a resumed trial
+        restores), or this run's own when Ray's went NaN."""
+        ray_value = trial.metric_analysis.get(self.metric, {}).get(self.mode)
+        values = [
+            float(v) for v in (ray_value, self._finite_best.get(trial.trial_id)) if _finite(v)
+        ]
+        return self._pick(*values) if values else math.nan
 
     def status_line(self, trials: list, now: float) -> str:
         counts = dict.fromkeys(experiment.STATUSES, 0)
@@ -183,3 +198,7 @@ class SearchProgress(Callback):
         return (
             f"best {self.metric} {value:.4f} (trial {trial.trial_id}: {params_text(trial.config)})"
         )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,3 +1,4 @@
+import math
 from types import SimpleNamespace
 
 from ecab_tune.search.progress import (
@@ -78,3 +79,24 @@ def test_a_line_per_ended_trial_says_how_it_ended(capsys):
         "[search] trial b stopped early after 1/3 epochs: val_acc 0.5200 (lr=0.3)",
         "[search] trial a finished after 3/3 epochs: val_acc 0.8100 (lr=0.1)",
     ]
+
+
+def test_a_diverged_trial_keeps_the_best_value_it_reported_before_its_nan(capsys):
+    # Ray's own record of a trial's metrics: max(nan, x) and min(nan, x) are nan, so the NaN
+    # val_loss a diverging trial reports last wipes out its best there.
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    progress = SearchProgress(metric="val_loss", mode="min", max_epochs=5, every_s=30)
+    progress.setup(total_num_samples=1)
+    record = _TrainingRunMetadata()
+    diverging = trial("a", "RUNNING", 3, lr=9.0)
+    for step, loss in enumerate((0.9, 0.7, float("nan")), 1):
+        record.update_metric("val_loss", loss, step=step)
+        progress.on_trial_result(0, [diverging], diverging, {"val_loss": loss})
+    assert math.isnan(record.metric_analysis["val_loss"]["min"])
+    diverging.metric_analysis = record.metric_analysis
+    diverging.last_result = {"training_iteration": 3, "diverged": True}
+    progress.on_trial_complete(0, [diverging], diverging)
+    line = capsys.readouterr().out.strip()
+    assert line == "[search] trial a diverged after 3/5 epochs: val_loss 0.7000 (lr=9)"
+    assert "best val_loss 0.7000 (trial a" in progress.status_line([diverging], progress._start)
