@@ -3,10 +3,14 @@ values on hover, bridge sources."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -22,6 +26,9 @@ from serve_support import (
 
 from serve.testing import server
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page, Route
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -32,14 +39,30 @@ pytestmark = [
 SCREENSHOT = os.environ.get("ECAB_PAGE_SCREENSHOT")
 
 
+@contextlib.contextmanager
+def chromium_page(tmp_path: Path, **options: Any) -> Iterator[Page]:
+    """A page of a headless Chromium whose profile lives in tmp_path, closed on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            env={**os.environ, "HOME": str(tmp_path)},
+        )
+        try:
+            yield browser.new_page(**options)
+        finally:
+            browser.close()
+
+
 ALPHA = """() => { const c = document.getElementById('cam');
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
     let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"""
 
 
 def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     png = tmp_path / "shoe.png"
     png.write_bytes(sample_png(0))
     with server(experiment) as url:
@@ -49,43 +72,33 @@ def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
             timeout=30,
         ).json()
         expected = api["predictions"][0]
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=CHROMIUM_ARGS,
-                headless=True,
-                env={**os.environ, "HOME": str(tmp_path)},
+        with chromium_page(tmp_path) as page:
+            page.goto(f"{url}/", timeout=30_000)
+            page.wait_for_function(
+                "document.getElementById('model').textContent.includes('parameters')",
+                timeout=30_000,
             )
-            try:
-                page = browser.new_page()
-                page.goto(f"{url}/", timeout=30_000)
-                page.wait_for_function(
-                    "document.getElementById('model').textContent.includes('parameters')",
-                    timeout=30_000,
-                )
-                page.set_input_files("#file", str(png))
-                page.wait_for_function(
-                    "document.getElementById('top1').textContent.length > 0", timeout=30_000
-                )
-                top1 = page.text_content("#top1")
-                rows = page.locator("#top li").count()
-                modules = page.eval_on_selector_all(
-                    ".attention-chart", "els => els.map(e => e.dataset.module)"
-                )
-                # Count painted bar pixels in each module's channel chart.
-                painted = page.eval_on_selector_all(
-                    ".attention-chart canvas.channel",
-                    """els => els.map(c => {
-                        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                        let n = 0;
-                        for (let i = 0; i < d.length; i += 4)
-                            if (d[i] === 0x2f && d[i + 1] === 0x6f && d[i + 2] === 0xed) n++;
-                        return n; })""",
-                )
-                spatial = page.locator(".attention-chart canvas.spatial").count()
-                status = page.text_content("#status")
-            finally:
-                browser.close()
+            page.set_input_files("#file", str(png))
+            page.wait_for_function(
+                "document.getElementById('top1').textContent.length > 0", timeout=30_000
+            )
+            top1 = page.text_content("#top1")
+            rows = page.locator("#top li").count()
+            modules = page.eval_on_selector_all(
+                ".attention-chart", "els => els.map(e => e.dataset.module)"
+            )
+            # Count painted bar pixels in each module's channel chart.
+            painted = page.eval_on_selector_all(
+                ".attention-chart canvas.channel",
+                """els => els.map(c => {
+                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    let n = 0;
+                    for (let i = 0; i < d.length; i += 4)
+                        if (d[i] === 0x2f && d[i + 1] === 0x6f && d[i + 2] === 0xed) n++;
+                    return n; })""",
+            )
+            spatial = page.locator(".attention-chart canvas.spatial").count()
+            status = page.text_content("#status")
     assert top1 == expected["top"][0]["label"]
     assert rows == 5
     assert modules == list(expected["attention"])
@@ -95,8 +108,6 @@ def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
 
 
 def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     # Three classes (an image folder can have any number): fewer than the page's five rows.
     three = dataclasses.replace(FASHION, classes=FASHION.classes[:3])
     ckpt = make_checkpoint(
@@ -114,48 +125,40 @@ def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Pa
             files=[("files", ("coat.png", png.read_bytes(), "image/png"))],
             timeout=30,
         ).json()["predictions"][0]
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-                env={**os.environ, "HOME": str(tmp_path)},
-            )  # fmt: skip
-            try:
-                page = browser.new_page(viewport={"width": 1000, "height": 900})
-                page.goto(f"{url}/", timeout=30_000)
-                page.wait_for_function(
-                    "document.getElementById('model').textContent.includes('parameters')",
-                    timeout=30_000,
-                )
-                page.set_input_files("#file", str(png))
-                page.wait_for_function(
-                    "document.getElementById('status').textContent.startsWith('done')",
-                    timeout=30_000,
-                )
-                rows = page.locator("#top li").count()
-                size = page.eval_on_selector("#cam", "c => [c.height, c.width]")
-                painted = page.evaluate(ALPHA)
-                shown = page.eval_on_selector("#cam", "c => getComputedStyle(c).display")
-                page.fill("#cam-opacity", "20")
-                opacity = page.eval_on_selector("#cam", "c => c.style.opacity")
-                if SCREENSHOT:
-                    page.fill("#cam-opacity", "55")
-                    page.screenshot(path=SCREENSHOT, full_page=True)
-                page.uncheck("#cam-toggle")
-                hidden = page.eval_on_selector("#cam", "c => getComputedStyle(c).display")
-                # Hover the first gate's chart over its first and its last channel.
-                chart = page.locator(".attention-chart canvas.channel").first
-                box = chart.bounding_box()
-                chart.hover(position={"x": 1, "y": box["height"] / 2})
-                first = page.locator(".attention-chart .gate-value").first.text_content()
-                chart.hover(position={"x": box["width"] - 1, "y": box["height"] / 2})
-                last = page.locator(".attention-chart .gate-value").first.text_content()
-                sources = page.eval_on_selector_all(
-                    ".attention-chart",
-                    """els => Object.fromEntries(els.map(e => [e.dataset.module,
-                        [...e.querySelectorAll('.source')].map(r => r.dataset.layer)]))""",
-                )
-            finally:
-                browser.close()
+        with chromium_page(tmp_path, viewport={"width": 1000, "height": 900}) as page:
+            page.goto(f"{url}/", timeout=30_000)
+            page.wait_for_function(
+                "document.getElementById('model').textContent.includes('parameters')",
+                timeout=30_000,
+            )
+            page.set_input_files("#file", str(png))
+            page.wait_for_function(
+                "document.getElementById('status').textContent.startsWith('done')",
+                timeout=30_000,
+            )
+            rows = page.locator("#top li").count()
+            size = page.eval_on_selector("#cam", "c => [c.height, c.width]")
+            painted = page.evaluate(ALPHA)
+            shown = page.eval_on_selector("#cam", "c => getComputedStyle(c).display")
+            page.fill("#cam-opacity", "20")
+            opacity = page.eval_on_selector("#cam", "c => c.style.opacity")
+            if SCREENSHOT:
+                page.fill("#cam-opacity", "55")
+                page.screenshot(path=SCREENSHOT, full_page=True)
+            page.uncheck("#cam-toggle")
+            hidden = page.eval_on_selector("#cam", "c => getComputedStyle(c).display")
+            # Hover the first gate's chart over its first and its last channel.
+            chart = page.locator(".attention-chart canvas.channel").first
+            box = chart.bounding_box()
+            chart.hover(position={"x": 1, "y": box["height"] / 2})
+            first = page.locator(".attention-chart .gate-value").first.text_content()
+            chart.hover(position={"x": box["width"] - 1, "y": box["height"] / 2})
+            last = page.locator(".attention-chart .gate-value").first.text_content()
+            sources = page.eval_on_selector_all(
+                ".attention-chart",
+                """els => Object.fromEntries(els.map(e => [e.dataset.module,
+                    [...e.querySelectorAll('.source')].map(r => r.dataset.layer)]))""",
+            )
     assert rows == len(expected["top"]) == 3
     assert size == expected["cam_shape"] == [7, 7]
     # The overlay's see-through cells are exactly the map's zeros (alpha = round(255 v)).
@@ -172,9 +175,6 @@ def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Pa
 def test_a_failed_upload_leaves_no_earlier_cam_over_the_new_image(tmp_path: Path) -> None:
     """The page served with canned answers (no model server): a first image gets its CAM, a
     second one the server refuses; the first image's map must not stay over the second."""
-    import json
-
-    from playwright.sync_api import Route, sync_playwright
 
     static = Path(__file__).resolve().parents[2] / "serve" / "static"
     cam = [[0.0, 1.0], [0.5, 0.0]]
@@ -205,30 +205,22 @@ def test_a_failed_upload_leaves_no_earlier_cam_over_the_new_image(tmp_path: Path
     first.write_bytes(sample_png(0))
     second.write_bytes(b"not an image")
     displayed = "() => getComputedStyle(document.getElementById('cam')).display"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-            env={**os.environ, "HOME": str(tmp_path)},
-        )  # fmt: skip
-        try:
-            page = browser.new_page()
-            page.route("http://page.test/**", answer)
-            page.goto("http://page.test/", timeout=30_000)
-            page.set_input_files("#file", str(first))
-            page.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('done')",
-                timeout=30_000,
-            )
-            shown_first = page.evaluate(displayed)
-            page.set_input_files("#file", str(second))
-            page.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('error')",
-                timeout=30_000,
-            )
-            shown_second = page.evaluate(displayed)
-            status = page.text_content("#status")
-        finally:
-            browser.close()
+    with chromium_page(tmp_path) as page:
+        page.route("http://page.test/**", answer)
+        page.goto("http://page.test/", timeout=30_000)
+        page.set_input_files("#file", str(first))
+        page.wait_for_function(
+            "document.getElementById('status').textContent.startsWith('done')",
+            timeout=30_000,
+        )
+        shown_first = page.evaluate(displayed)
+        page.set_input_files("#file", str(second))
+        page.wait_for_function(
+            "document.getElementById('status').textContent.startsWith('error')",
+            timeout=30_000,
+        )
+        shown_second = page.evaluate(displayed)
+        status = page.text_content("#status")
     assert shown_first == "block"
     assert "422" in status
     assert shown_second == "none"  # was "block": a.png's map over b.png
