@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ecab_tune.experiment import DIVERGED
 from ecab_tune.reporting import optuna_studies, plots
 from ecab_tune.reporting.baselines import Baseline
 from ecab_tune.reporting.document import epochs_text
@@ -166,8 +167,13 @@ def training_cost_plots(exp: Experiment, cfg: ReportConfig) -> list[Plot]:
 def model_cost_plots(exp: Experiment, cfg: ReportConfig) -> list[Plot]:
     """Accuracy vs MACs and vs batch-1 latency of the full-budget trials, with a study's
     baselines where it recorded that cost."""
-    # Full-budget trials only: a stopped trial's accuracy would put budget on the y axis.
-    full = [t for t in ranked(exp.trials, cfg.metric, cfg.mode) if t.epochs >= exp.max_epochs]
+    # Full-budget trials only: a stopped trial's accuracy would put budget on the y axis. One
+    # that diverged in its last epoch is no model at that cost (export leaves it out too).
+    full = [
+        t
+        for t in ranked(exp.trials, cfg.metric, cfg.mode)
+        if t.epochs >= exp.max_epochs and t.status != DIVERGED
+    ]
     out = []
     for title, file, xlabel, key in (
         ("Accuracy vs MACs (Pareto front)", "pareto_macs.png", "MACs", "macs"),

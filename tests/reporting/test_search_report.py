@@ -73,6 +73,16 @@ def test_the_cost_fronts_name_their_members(tmp_path):
     assert "(c3, d4, b2)" in section(report, "Accuracy vs epochs trained")
 
 
+def test_a_trial_that_diverged_in_its_last_epoch_is_on_no_model_cost_front(tmp_path):
+    # g7 scored 0.93 (concat: b2's MACs) before diverging in epoch 3: no model at that cost.
+    late = (("concat", "last2", 0.5, 5e-4), [0.75, 0.93, 0.10], "diverged")
+    exp = make_experiment(tmp_path, {**TRIALS, "g7": late})
+    assert main([str(exp)]) == 0
+    report = (exp / "report" / "report.md").read_text()
+    assert "red: the Pareto front (a1, b2)" in section(report, "Accuracy vs MACs")
+    assert "g7" not in section(report, "Accuracy vs latency")
+
+
 def test_a_studys_plain_and_se_arms_are_marked_where_it_recorded_the_cost(tmp_path):
     exp = make_experiment(tmp_path, TRIALS)
     assert main([str(exp), "--study", str(PILOT / "runs.jsonl")]) == 0
