@@ -23,11 +23,19 @@ async function describeModel() {
   }
 }
 
+// The upload whose answer the page waits for: a newer one aborts it, so a slow answer to an
+// earlier image can never be drawn over a later one.
+let inFlight = null;
+
 async function predict(file) {
+  if (inFlight) inFlight.abort();
+  const request = new AbortController();
+  inFlight = request;
   setStatus(`classifying ${file.name}…`);
   $("top1").textContent = "";
   $("top").replaceChildren();
   $("attention").replaceChildren();
+  if ($("preview").src.startsWith("blob:")) URL.revokeObjectURL($("preview").src);
   $("preview").src = URL.createObjectURL(file);
   $("stage").style.display = "block";
   $("cam-controls").hidden = true;
@@ -42,13 +50,19 @@ async function predict(file) {
   let body;
   try {
     // No top_k: the server sends its default, at most the model's class count.
-    const res = await fetch("predict?cam=true", { method: "POST", body: form, headers });
+    const res = await fetch("predict?cam=true", {
+      method: "POST", body: form, headers, signal: request.signal,
+    });
     body = await res.json();
     if (!res.ok) throw new Error(`${res.status}: ${body.detail}`);
   } catch (err) {
+    if (request.signal.aborted) return;  // a newer upload took over the page
     setStatus(`error: ${err.message}`, true);
     return;
+  } finally {
+    if (inFlight === request) inFlight = null;
   }
+  if (request.signal.aborted) return;
   const result = body.predictions[0];
   showTop(result.top);
   showAttention(result.attention || {});
@@ -151,21 +165,24 @@ function sourcesDiagram(gate, shares) {
   return box;
 }
 
-// Grad-CAM over the image: one canvas pixel per map cell (the browser stretches it smoothly);
-// colour and alpha grow with the value, so where the model did not look stays see-through.
-function showCam(rows) {
-  const canvas = $("cam");
+// A map as one canvas pixel per cell (the browser stretches it smoothly); `colour` turns a
+// value in [0, 1] into [r, g, b, a].
+function paintMap(canvas, rows, colour) {
   const h = rows.length, w = rows[0].length;
   canvas.width = w;
   canvas.height = h;
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(w, h);
   rows.forEach((row, y) => row.forEach((v, x) => {
-    const k = 4 * (y * w + x), c = Math.min(1, Math.max(0, v));
-    img.data[k] = 255; img.data[k + 1] = Math.round(220 * (1 - c)); img.data[k + 2] = 0;
-    img.data[k + 3] = Math.round(255 * c);
+    img.data.set(colour(Math.min(1, Math.max(0, v))), 4 * (y * w + x));
   }));
   ctx.putImageData(img, 0, 0);
+}
+
+// Grad-CAM over the image: colour and alpha grow with the value, so where the model did not
+// look stays see-through.
+function showCam(rows) {
+  paintMap($("cam"), rows, (c) => [255, Math.round(220 * (1 - c)), 0, Math.round(255 * c)]);
   $("cam-controls").hidden = false;
   applyCamControls();
 }
@@ -175,20 +192,14 @@ function applyCamControls() {
   $("cam").style.opacity = String($("cam-opacity").value / 100);
 }
 
-// CBAM's spatial gate as a grey-scale heat map, one canvas pixel per map cell.
+// CBAM's spatial gate as a heat map from blue (0) to yellow (1).
 function spatialMap(rows) {
   const canvas = document.createElement("canvas");
   canvas.className = "spatial";
-  const h = rows.length, w = rows[0].length;
-  canvas.width = w;
-  canvas.height = h;
-  const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(w, h);
-  rows.forEach((row, y) => row.forEach((v, x) => {
-    const k = 4 * (y * w + x), c = Math.round(255 * Math.min(1, Math.max(0, v)));
-    img.data[k] = c; img.data[k + 1] = c; img.data[k + 2] = 255 - c; img.data[k + 3] = 255;
-  }));
-  ctx.putImageData(img, 0, 0);
+  paintMap(canvas, rows, (c) => {
+    const v = Math.round(255 * c);
+    return [v, v, 255 - v, 255];
+  });
   return canvas;
 }
 

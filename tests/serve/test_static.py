@@ -8,7 +8,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,55 +172,92 @@ def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Pa
     assert sources["stage3.block0.attn"][-1] == "stage3.block0.conv2"
 
 
-def test_a_failed_upload_leaves_no_earlier_cam_over_the_new_image(tmp_path: Path) -> None:
-    """The page served with canned answers (no model server): a first image gets its CAM, a
-    second one the server refuses; the first image's map must not stay over the second."""
+STATIC = Path(__file__).resolve().parents[2] / "serve" / "static"
 
-    static = Path(__file__).resolve().parents[2] / "serve" / "static"
+
+def answer_of(label: str) -> dict[str, Any]:
+    """/predict's answer for one image whose top class is `label`, with a 2×2 CAM."""
+    top = [{"label": label, "index": 0, "probability": 0.9}]
     cam = [[0.0, 1.0], [0.5, 0.0]]
-    ok = {
-        "model": "m",
-        "predictions": [
-            {"name": "a.png", "top": [{"label": "coat", "index": 0, "probability": 0.9}],
-             "attention": {}, "cam": cam, "cam_shape": [2, 2]}
-        ],
-    }  # fmt: skip
-    answers = iter([(200, ok), (422, {"detail": "image 0 ('b.png') is not a supported image"})])
+    return {"model": "m", "predictions": [
+        {"name": f"{label}.png", "top": top, "attention": {}, "cam": cam, "cam_shape": [2, 2]}
+    ]}  # fmt: skip
+
+
+@contextlib.contextmanager
+def canned_page(tmp_path: Path, on_predict: Callable[[Route], None]) -> Iterator[Page]:
+    """The page with no model server behind it: its files and /model answered from here, and
+    every /predict handed to `on_predict`."""
     info = {"architecture": "resnet8", "attention": "ecab", "parameters": 1,
             "input_shape": [1, 2, 2], "classes": ["coat"], "metrics": {}}  # fmt: skip
 
     def answer(route: Route) -> None:
         path = route.request.url.split("://", 1)[1].partition("/")[2].partition("?")[0]
         if path in ("", "static/app.js"):
-            file = static / ("index.html" if not path else "app.js")
+            file = STATIC / ("index.html" if not path else "app.js")
             kind = "text/html" if not path else "application/javascript"
             route.fulfill(status=200, body=file.read_text(), content_type=kind)
         elif path == "model":
             route.fulfill(status=200, body=json.dumps(info), content_type="application/json")
         else:
-            status, body = next(answers)
-            route.fulfill(status=status, body=json.dumps(body), content_type="application/json")
+            on_predict(route)
 
-    first, second = tmp_path / "a.png", tmp_path / "b.png"
-    first.write_bytes(sample_png(0))
-    second.write_bytes(b"not an image")
-    displayed = "() => getComputedStyle(document.getElementById('cam')).display"
     with chromium_page(tmp_path) as page:
         page.route("http://page.test/**", answer)
         page.goto("http://page.test/", timeout=30_000)
-        page.set_input_files("#file", str(first))
+        yield page
+
+
+def fulfil(route: Route, status: int, body: dict[str, Any]) -> None:
+    route.fulfill(status=status, body=json.dumps(body), content_type="application/json")
+
+
+def upload(page: Page, path: Path, content: bytes, wait_for: str | None) -> None:
+    """Choose a file on the page; with `wait_for`, until the status line starts with it."""
+    path.write_bytes(content)
+    page.set_input_files("#file", str(path))
+    if wait_for is not None:
         page.wait_for_function(
-            "document.getElementById('status').textContent.startsWith('done')",
+            f"document.getElementById('status').textContent.startsWith({wait_for!r})",
             timeout=30_000,
         )
+
+
+def test_a_failed_upload_leaves_no_earlier_cam_over_the_new_image(tmp_path: Path) -> None:
+    """A first image gets its CAM, the server refuses a second one: the first image's map
+    must not stay over the second."""
+    answers = iter([(200, answer_of("coat")), (422, {"detail": "image 0 is not an image"})])
+    displayed = "() => getComputedStyle(document.getElementById('cam')).display"
+    with canned_page(tmp_path, lambda route: fulfil(route, *next(answers))) as page:
+        upload(page, tmp_path / "a.png", sample_png(0), wait_for="done")
         shown_first = page.evaluate(displayed)
-        page.set_input_files("#file", str(second))
-        page.wait_for_function(
-            "document.getElementById('status').textContent.startsWith('error')",
-            timeout=30_000,
-        )
+        upload(page, tmp_path / "b.png", b"not an image", wait_for="error")
         shown_second = page.evaluate(displayed)
         status = page.text_content("#status")
     assert shown_first == "block"
     assert "422" in status
     assert shown_second == "none"  # was "block": a.png's map over b.png
+
+
+def test_a_late_answer_to_an_earlier_upload_is_not_drawn_over_a_newer_one(tmp_path: Path):
+    """The first image's answer is held back until the second's has been drawn."""
+    held: list[Route] = []
+
+    def on_predict(route: Route) -> None:
+        if not held:
+            held.append(route)  # answered below, late
+        else:
+            fulfil(route, 200, answer_of("bag"))
+
+    with canned_page(tmp_path, on_predict) as page:
+        upload(page, tmp_path / "a.png", sample_png(0), wait_for=None)
+        for _ in range(600):  # until the first request is held (Playwright serves it here)
+            if held:
+                break
+            page.wait_for_timeout(50)
+        upload(page, tmp_path / "b.png", sample_png(1), wait_for="done")
+        with contextlib.suppress(Exception):  # the page aborted it: nothing left to answer
+            fulfil(held[0], 200, answer_of("coat"))
+        page.wait_for_timeout(500)  # time for a late answer to be drawn, if it were
+        top1, status = page.text_content("#top1"), page.text_content("#status")
+    assert (top1, status) == ("bag", "done: b.png")  # was ("coat", "done: a.png")
