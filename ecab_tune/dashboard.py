@@ -42,7 +42,8 @@ def study_url(storage: str, name: str, host: str, port: int) -> str:
     import optuna
 
     study_id = optuna.storages.RDBStorage(storage).get_study_id_from_name(name)
-    return f"http://{host}:{port}/dashboard/studies/{study_id}"
+    where = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
+    return f"http://{where}:{port}/dashboard/studies/{study_id}"
 
 
 def port(text: str) -> int:

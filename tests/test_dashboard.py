@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from search_support import REPO, needs_fmnist, trial_results
 
-from ecab_tune.dashboard import main
+from ecab_tune.dashboard import main, study_storage, study_url
 
 
 def test_a_folder_that_is_no_experiment_is_a_clear_error(tmp_path, capsys):
@@ -32,6 +32,16 @@ def test_a_folder_that_is_no_experiment_is_a_clear_error(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main([str(tmp_path / "notes"), "--port", port])
         assert "argument --port" in capsys.readouterr().err
+
+
+def test_the_printed_url_brackets_an_ipv6_host(tmp_path):
+    import optuna
+
+    (tmp_path / "exp").mkdir()
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'exp' / 'optuna.db'}", study_name="exp")
+    storage, name = study_storage(tmp_path / "exp")
+    assert study_url(storage, name, "::1", 8080) == "http://[::1]:8080/dashboard/studies/1"
+    assert study_url(storage, name, "127.0.0.1", 80) == "http://127.0.0.1:80/dashboard/studies/1"
 
 
 def free_port() -> int:
