@@ -52,6 +52,16 @@ def epochs_text(n: int) -> str:
     return f"{n} epoch" + "s" * (n != 1)
 
 
+def duration(seconds: float) -> str:
+    """`45s`, `3m05s`, `2h07m`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def to_markdown(blocks: Sequence[Block]) -> str:
     def row(cells: Sequence[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"

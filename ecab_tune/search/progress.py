@@ -14,19 +14,10 @@ from typing import Any
 from ray.tune import Callback
 
 from ecab_tune import experiment
+from ecab_tune.reporting.document import duration
 from ecab_tune.search.results import params_text
 
 TAG = "[search]"
-
-
-def duration(seconds: float) -> str:
-    """`45s`, `3m05s`, `2h07m`."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def decision_points(

@@ -124,7 +124,8 @@ def _search(
     trainable: Callable[..., None] | None,
     callbacks: list[Any] | None,
 ) -> Outcome:
-    from ecab_tune.search.progress import SearchProgress, duration  # imports Ray
+    from ecab_tune.reporting.document import duration
+    from ecab_tune.search.progress import SearchProgress  # imports Ray
 
     exp_dir, data = cfg.experiment_dir, cfg.data
     assert data is not None, "a prepared config names its data"

@@ -23,6 +23,7 @@ from ecab_tune.device import device_name, ray_task_device, resolve_device
 from ecab_tune.engine import EpochResult, Trainer, make_trainer, save_trainer
 from ecab_tune.models import ModelConfig, init_hash
 from ecab_tune.reporting.cost import count_macs, count_params
+from ecab_tune.reporting.document import duration
 from ecab_tune.study.runs import append_run, finished, read_runs, row_id
 from ecab_tune.study.spec import Job, StudySpec
 
@@ -62,6 +63,7 @@ def run_job(
         first_hash, curve, spent, devices = init_hash(model), [], 0.0, []
         trainer = Trainer(model, data, train_cfg, target)
     test_curve: list[tuple[float, float]] = [tuple(c) for c in curve]  # (loss, acc) per epoch
+    first_epoch, began = trainer.epoch, time.perf_counter()  # this process's share, for the ETA
     # A run resumed elsewhere (begun on a GPU, finished on a CPU) names every device it used.
     here = device_name(target)
     devices = devices if here in devices else [*devices, here]
@@ -80,10 +82,13 @@ def run_job(
             save_trainer(partial, trainer, model_cfg, extra=extra)
         # A line an epoch (a CPU run is hours of them), printed once its checkpoint is on disk:
         # a run stopped after the line resumes after that epoch. Validation only: test is for
-        # curves.
+        # curves. The time left is this process's mean epoch, its evaluations included.
+        left = job.epochs - result.epoch
+        per_epoch = (time.perf_counter() - began) / (result.epoch - first_epoch)
         print(
             f"[study] {job.arm} seed {job.seed}: epoch {result.epoch}/{job.epochs}  "
-            f"val {result.val_acc:.2%}  {result.seconds:.0f}s",
+            f"val {result.val_acc:.2%}  {result.seconds:.0f}s"
+            + (f"  ~{duration(left * per_epoch)} left" if left else ""),
             flush=True,
         )
         if _STOP.is_set():

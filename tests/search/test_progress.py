@@ -1,10 +1,10 @@
 import math
 from types import SimpleNamespace
 
+from ecab_tune.reporting.document import duration
 from ecab_tune.search.progress import (
     SearchProgress,
     decision_points,
-    duration,
     epochs_left,
     expected_epochs,
 )

@@ -1,6 +1,7 @@
 """Training a study's runs (`ecab_tune.study.runner`): resume, and which runs are still to do."""
 
 import json
+import re
 import signal
 import threading
 import time
@@ -21,6 +22,9 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     spec = load_spec(write_study(tmp_path)).overridden(epochs=2)
     job = Job("ecab", 0, 2, "main")
     straight = runner.run_job(spec, job, "cpu", 1, tmp_path / "straight")
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"\[study\] ecab seed 0: epoch 1/2  val \S+%  \d+s  ~\d+\S* left", lines[0])
+    assert re.fullmatch(r"\[study\] ecab seed 0: epoch 2/2  val \S+%  \d+s", lines[1])
 
     real_save = runner.save_trainer
 
@@ -29,7 +33,6 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
         raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
 
     monkeypatch.setattr(runner, "save_trainer", save_then_die)
-    capsys.readouterr()
     with pytest.raises(KeyboardInterrupt):
         runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
     # An epoch's line comes after its checkpoint: a run stopped after a line loses nothing.
