@@ -6,6 +6,8 @@ The CUDA queries go through `cuda_capability` and `cuda_problem`, so tests can s
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -66,6 +68,18 @@ def ray_task_device() -> torch.device:
 def device_name(device: torch.device) -> str:
     """What a run reports it trained on: the card's name, or "cpu"."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def cpu_name() -> str:
+    """The host CPU's model (a CPU run's speed and its kernels' rounding depend on it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def cuda_capability(device: torch.device) -> tuple[int, int]:

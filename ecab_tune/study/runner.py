@@ -19,7 +19,7 @@ import torch
 
 from ecab_tune import checkpoint
 from ecab_tune.data import load_data
-from ecab_tune.device import device_name, ray_task_device, resolve_device
+from ecab_tune.device import cpu_name, device_name, ray_task_device, resolve_device
 from ecab_tune.engine import EpochResult, Trainer, make_trainer, save_trainer
 from ecab_tune.models import ModelConfig, init_hash
 from ecab_tune.reporting.cost import count_macs, count_params
@@ -55,18 +55,19 @@ def run_job(
     if resume:
         extra = _own_partial(spec, job, partial, model_cfg)
         first_hash, curve, spent = extra["init_hash"], extra["test_curve"], extra["seconds"]
-        devices = extra.get("devices", [])
+        devices, cpus = extra.get("devices", []), extra.get("cpus", [])
         trainer = make_trainer(model_cfg, data, train_cfg, target, resume_from=partial)
         print(f"[study] {job.arm} seed {job.seed}: resuming at epoch {trainer.epoch}", flush=True)
     else:
         model = model_cfg.build(seed=job.seed)
-        first_hash, curve, spent, devices = init_hash(model), [], 0.0, []
+        first_hash, curve, spent, devices, cpus = init_hash(model), [], 0.0, [], []
         trainer = Trainer(model, data, train_cfg, target)
     test_curve: list[tuple[float, float]] = [tuple(c) for c in curve]  # (loss, acc) per epoch
     first_epoch, began = trainer.epoch, time.perf_counter()  # this process's share, for the ETA
     # A run resumed elsewhere (begun on a GPU, finished on a CPU) names every device it used.
-    here = device_name(target)
+    here, host = device_name(target), cpu_name()
     devices = devices if here in devices else [*devices, here]
+    cpus = cpus if host in cpus else [*cpus, host]
 
     def on_epoch(result: EpochResult) -> None:
         test_curve.append(trainer.evaluate(trainer.splits.test))
@@ -78,6 +79,7 @@ def run_job(
                 "test_curve": test_curve,
                 "seconds": seconds,
                 "devices": devices,
+                "cpus": cpus,
             }
             save_trainer(partial, trainer, model_cfg, extra=extra)
         # A line an epoch (a CPU run is hours of them), printed once its checkpoint is on disk:
@@ -119,6 +121,7 @@ def run_job(
         "images_per_s": statistics.fmean(e.images_per_s for e in fit.history),
         "seconds": round(spent + time.perf_counter() - start, 1),
         "device": " + ".join(devices),
+        "cpu": " + ".join(cpus),  # the host's, for a GPU run too
         "precision": trainer.precision,
         "cuda_graphs": trainer.cuda_graphs,
         "torch": torch.__version__,

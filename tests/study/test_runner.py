@@ -9,6 +9,7 @@ import time
 import pytest
 from study_support import needs_fmnist, write_study
 
+from ecab_tune.device import cpu_name
 from ecab_tune.reporting.cost import count_params
 from ecab_tune.study.spec import load_spec
 
@@ -40,7 +41,7 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     monkeypatch.setattr(runner, "save_trainer", real_save)
     meta = tmp_path / "partial" / "meta.json"  # as if epoch 1 had run on another machine's GPU
     saved = json.loads(meta.read_text())
-    saved["extra"]["devices"] = ["Some GPU"]
+    saved["extra"]["devices"], saved["extra"]["cpus"] = ["Some GPU"], ["Some CPU"]
     meta.write_text(json.dumps(saved))
     resumed = runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
     printed = capsys.readouterr().out
@@ -48,6 +49,7 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     for key in ("val_acc", "test_acc_curve", "test_acc", "init_hash"):
         assert resumed[key] == straight[key], key
     assert resumed["device"] == f"Some GPU + {straight['device']}"
+    assert straight["cpu"] == cpu_name() and resumed["cpu"] == f"Some CPU + {cpu_name()}"
     # ECAB's projection as separate per-source layers would hold it, not its stored zeros.
     model = spec.model_config("ecab", 10, 1).build()
     assert straight["params"] == count_params(model) < sum(p.numel() for p in model.parameters())
