@@ -103,6 +103,11 @@ def param_importances(
         if budget < exp.max_epochs and budget == common_budget(exp, metric)
         else ""
     )
+    # Optuna's evaluators take only parameters every trial has: say which `when` left out.
+    drawn = {n for t in compared for n in t.params}
+    conditional = sorted(n for n in drawn if not all(n in t.params for t in compared))
+    if conditional:
+        how += f"; left out, drawn by only some trials: {', '.join(conditional)}"
     failures = []
     # fANOVA and mean decrease impurity fit scikit-learn forests (their constructors import
     # it); PED-ANOVA needs only numpy, so an image without scikit-learn still gets importances.

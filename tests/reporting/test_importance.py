@@ -1,10 +1,12 @@
 """Parameter importances of a search (`ecab_tune.reporting.importance`)."""
 
+import json
 import subprocess
 import sys
 
 from report_support import TRIALS, assert_valid_png, make_experiment
 
+from ecab_tune.experiment import PARAMS_FILE, TRIAL_PREFIX
 from ecab_tune.reporting.importance import common_budget, comparable_trials, param_importances
 from ecab_tune.reporting.trials import load_experiment
 
@@ -16,6 +18,16 @@ def test_full_budget_trials_are_compared_at_the_full_budget(tmp_path):
     importances = param_importances(exp, "val_acc", "max")
     assert set(importances.values) == {"attention.fusion", "attention.layers", "lr", "weight_decay"}
     assert importances.how.startswith("FanovaImportanceEvaluator over 3 trials' best val_acc")
+
+
+def test_a_parameter_only_some_trials_drew_is_named_as_left_out(tmp_path):
+    folder = make_experiment(tmp_path, TRIALS)
+    for trial, width in (("a1", 32), ("b2", 64)):  # e5 drew none (a `when` switched it off)
+        params = folder / f"{TRIAL_PREFIX}{trial}" / PARAMS_FILE
+        params.write_text(json.dumps({**json.loads(params.read_text()), "attention.width": width}))
+    importances = param_importances(load_experiment(folder), "val_acc", "max")
+    assert "attention.width" not in importances.values
+    assert importances.how.endswith("; left out, drawn by only some trials: attention.width")
 
 
 def test_every_trial_is_compared_at_the_budget_all_of_them_reached(tmp_path):
