@@ -57,6 +57,24 @@ def chromium_page(tmp_path: Path, **options: Any) -> Iterator[Page]:
             browser.close()
 
 
+def open_page(page: Page, url: str) -> None:
+    """Load the page and wait until it has described the model (its first request)."""
+    page.goto(url, timeout=30_000)
+    page.wait_for_function(
+        "document.getElementById('model').textContent.includes('parameters')", timeout=30_000
+    )
+
+
+def upload(page: Page, path: Path, wait_for: str | None) -> None:
+    """Choose a file on the page; with `wait_for`, until the status line starts with it."""
+    page.set_input_files("#file", str(path))
+    if wait_for is not None:
+        page.wait_for_function(
+            f"document.getElementById('status').textContent.startsWith({wait_for!r})",
+            timeout=30_000,
+        )
+
+
 ALPHA = """() => { const c = document.getElementById('cam');
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
     let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"""
@@ -73,15 +91,8 @@ def test_page_in_headless_chromium(experiment: Path, tmp_path: Path) -> None:
         ).json()
         expected = api["predictions"][0]
         with chromium_page(tmp_path) as page:
-            page.goto(f"{url}/", timeout=30_000)
-            page.wait_for_function(
-                "document.getElementById('model').textContent.includes('parameters')",
-                timeout=30_000,
-            )
-            page.set_input_files("#file", str(png))
-            page.wait_for_function(
-                "document.getElementById('top1').textContent.length > 0", timeout=30_000
-            )
+            open_page(page, f"{url}/")
+            upload(page, png, wait_for="done")
             top1 = page.text_content("#top1")
             rows = page.locator("#top li").count()
             modules = page.eval_on_selector_all(
@@ -126,16 +137,8 @@ def test_page_overlays_the_cam_shows_gate_values_and_bridge_sources(tmp_path: Pa
             timeout=30,
         ).json()["predictions"][0]
         with chromium_page(tmp_path, viewport={"width": 1000, "height": 900}) as page:
-            page.goto(f"{url}/", timeout=30_000)
-            page.wait_for_function(
-                "document.getElementById('model').textContent.includes('parameters')",
-                timeout=30_000,
-            )
-            page.set_input_files("#file", str(png))
-            page.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('done')",
-                timeout=30_000,
-            )
+            open_page(page, f"{url}/")
+            upload(page, png, wait_for="done")
             rows = page.locator("#top li").count()
             size = page.eval_on_selector("#cam", "c => [c.height, c.width]")
             painted = page.evaluate(ALPHA)
@@ -204,23 +207,17 @@ def canned_page(tmp_path: Path, on_predict: Callable[[Route], None]) -> Iterator
 
     with chromium_page(tmp_path) as page:
         page.route("http://page.test/**", answer)
-        page.goto("http://page.test/", timeout=30_000)
+        open_page(page, "http://page.test/")
         yield page
+
+
+def write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
 
 
 def fulfil(route: Route, status: int, body: dict[str, Any]) -> None:
     route.fulfill(status=status, body=json.dumps(body), content_type="application/json")
-
-
-def upload(page: Page, path: Path, content: bytes, wait_for: str | None) -> None:
-    """Choose a file on the page; with `wait_for`, until the status line starts with it."""
-    path.write_bytes(content)
-    page.set_input_files("#file", str(path))
-    if wait_for is not None:
-        page.wait_for_function(
-            f"document.getElementById('status').textContent.startsWith({wait_for!r})",
-            timeout=30_000,
-        )
 
 
 def test_a_failed_upload_leaves_no_earlier_cam_over_the_new_image(tmp_path: Path) -> None:
@@ -229,9 +226,9 @@ def test_a_failed_upload_leaves_no_earlier_cam_over_the_new_image(tmp_path: Path
     answers = iter([(200, answer_of("coat")), (422, {"detail": "image 0 is not an image"})])
     displayed = "() => getComputedStyle(document.getElementById('cam')).display"
     with canned_page(tmp_path, lambda route: fulfil(route, *next(answers))) as page:
-        upload(page, tmp_path / "a.png", sample_png(0), wait_for="done")
+        upload(page, write(tmp_path / "a.png", sample_png(0)), wait_for="done")
         shown_first = page.evaluate(displayed)
-        upload(page, tmp_path / "b.png", b"not an image", wait_for="error")
+        upload(page, write(tmp_path / "b.png", b"not an image"), wait_for="error")
         shown_second = page.evaluate(displayed)
         status = page.text_content("#status")
     assert shown_first == "block"
@@ -250,12 +247,12 @@ def test_a_late_answer_to_an_earlier_upload_is_not_drawn_over_a_newer_one(tmp_pa
             fulfil(route, 200, answer_of("bag"))
 
     with canned_page(tmp_path, on_predict) as page:
-        upload(page, tmp_path / "a.png", sample_png(0), wait_for=None)
+        upload(page, write(tmp_path / "a.png", sample_png(0)), wait_for=None)
         for _ in range(600):  # until the first request is held (Playwright serves it here)
             if held:
                 break
             page.wait_for_timeout(50)
-        upload(page, tmp_path / "b.png", sample_png(1), wait_for="done")
+        upload(page, write(tmp_path / "b.png", sample_png(1)), wait_for="done")
         with contextlib.suppress(Exception):  # the page aborted it: nothing left to answer
             fulfil(held[0], 200, answer_of("coat"))
         page.wait_for_timeout(500)  # time for a late answer to be drawn, if it were
