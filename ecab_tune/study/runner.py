@@ -63,13 +63,15 @@ def run_job(
         first_hash, curve, spent, devices, cpus = init_hash(model), [], 0.0, [], []
         trainer = Trainer(model, data, train_cfg, target)
     test_curve: list[tuple[float, float]] = [tuple(c) for c in curve]  # (loss, acc) per epoch
-    first_epoch, began = trainer.epoch, time.perf_counter()  # this process's share, for the ETA
+    walls: list[float] = []  # each epoch's wall time here, evaluations included: for the ETA
+    epoch_began = time.perf_counter()
     # A run resumed elsewhere (begun on a GPU, finished on a CPU) names every device it used.
     here, host = device_name(target), cpu_name()
     devices = devices if here in devices else [*devices, here]
     cpus = cpus if host in cpus else [*cpus, host]
 
     def on_epoch(result: EpochResult) -> None:
+        nonlocal epoch_began
         test_curve.append(trainer.evaluate(trainer.splits.test))
         if partial is not None:
             seconds = spent + time.perf_counter() - start
@@ -84,13 +86,15 @@ def run_job(
             save_trainer(partial, trainer, model_cfg, extra=extra)
         # A line an epoch (a CPU run is hours of them), printed once its checkpoint is on disk:
         # a run stopped after the line resumes after that epoch. Validation only: test is for
-        # curves. The time left is this process's mean epoch, its evaluations included.
-        left = job.epochs - result.epoch
-        per_epoch = (time.perf_counter() - began) / (result.epoch - first_epoch)
+        # curves. The time left is from the median epoch here: one slowed or paused epoch
+        # (SIGSTOP, a neighbour) does not skew it.
+        now = time.perf_counter()
+        walls.append(now - epoch_began)
+        epoch_began, left = now, job.epochs - result.epoch
         print(
             f"[study] {job.arm} seed {job.seed}: epoch {result.epoch}/{job.epochs}  "
             f"val {result.val_acc:.2%}  {result.seconds:.0f}s"
-            + (f"  ~{duration(left * per_epoch)} left" if left else ""),
+            + (f"  ~{duration(left * statistics.median(walls))} left" if left else ""),
             flush=True,
         )
         if _STOP.is_set():
