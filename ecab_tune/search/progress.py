@@ -15,7 +15,7 @@ from ray.tune import Callback
 
 from ecab_tune import experiment
 from ecab_tune.reporting.document import duration
-from ecab_tune.search.results import params_text
+from ecab_tune.search.results import finite, params_text
 
 TAG = "[search]"
 
@@ -92,7 +92,7 @@ class SearchProgress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
         self._epochs_this_run += 1
         value = result.get(self.metric)
-        if _finite(value):
+        if finite(value):
             seen = self._finite_best.get(trial.trial_id, value)
             self._finite_best[trial.trial_id] = self._pick(value, seen)
 
@@ -138,9 +138,7 @@ class SearchProgress(Callback):
         """The best finite value the trial reported: Ray's record (which a resumed trial
         restores), or this run's own when Ray's went NaN."""
         ray_value = trial.metric_analysis.get(self.metric, {}).get(self.mode)
-        values = [
-            float(v) for v in (ray_value, self._finite_best.get(trial.trial_id)) if _finite(v)
-        ]
+        values = [float(v) for v in (ray_value, self._finite_best.get(trial.trial_id)) if finite(v)]
         return self._pick(*values) if values else math.nan
 
     def status_line(self, trials: list, now: float) -> str:
@@ -189,7 +187,3 @@ class SearchProgress(Callback):
         return (
             f"best {self.metric} {value:.4f} (trial {trial.trial_id}: {params_text(trial.config)})"
         )
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -119,7 +119,7 @@ def trial_status(result: Any, max_epochs: int) -> str:
     return experiment.INTERRUPTED if epochs else experiment.PENDING
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
     """A reported number: val_acc is a float, macs and num_params are ints."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -134,7 +134,7 @@ def summarize(grid: Any, metric: str, mode: str, max_epochs: int) -> list[TrialR
         values = (
             []
             if history is None or metric not in history
-            else [v for v in history[metric].tolist() if _finite(v)]
+            else [v for v in history[metric].tolist() if finite(v)]
         )
         last = result.metrics or {}
         rows.append(
