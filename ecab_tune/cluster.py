@@ -24,6 +24,11 @@ class ClusterJoinError(ConnectionError):
     """Joining a Ray cluster failed; the message is one line: the address and the likely cause."""
 
 
+def netloc(host: str, port: int) -> str:
+    """`host:port` as a URL writes it: an IPv6 host is bracketed (`[::1]:8080`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_resources(cpus: float, gpus: float) -> None:
     """What one trial or job may ask of Ray; fractions of a GPU share it."""
     if cpus <= 0:

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ecab_tune.cluster import netloc
 from ecab_tune.config import command_parser
 from ecab_tune.experiment import OPTUNA_DB, optuna_storage
 
@@ -42,8 +43,7 @@ def study_url(storage: str, name: str, host: str, port: int) -> str:
     import optuna
 
     study_id = optuna.storages.RDBStorage(storage).get_study_id_from_name(name)
-    where = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
-    return f"http://{where}:{port}/dashboard/studies/{study_id}"
+    return f"http://{netloc(host, port)}/dashboard/studies/{study_id}"
 
 
 def port(text: str) -> int:

@@ -15,7 +15,7 @@ from ray import serve as ray_serve
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ecab_tune.cluster import start_ray
+from ecab_tune.cluster import netloc, start_ray
 from serve.app import create_app
 from serve.settings import RayOptions, ServeSettings
 
@@ -97,7 +97,7 @@ def run_on_ray(settings: ServeSettings, options: RayOptions, log_level: str) -> 
         )
         print(
             f"[serve] {options.replicas} Ray Serve replica(s) of {settings.model} on "
-            f"http://{settings.host}:{settings.port} (the head node's proxy); Ctrl-C stops",
+            f"http://{netloc(settings.host, settings.port)} (the head node's proxy); Ctrl-C stops",
             flush=True,
         )
         while True:

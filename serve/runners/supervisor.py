@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecab_tune.cluster import netloc
 from serve.heartbeat import read_beat
 from serve.settings import ServeSettings
 
@@ -80,7 +81,7 @@ class _Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._stop)
         s = self.settings
-        log.warning("serving on http://%s:%d with %d workers", s.host, s.port, s.workers)
+        log.warning("serving on http://%s with %d workers", netloc(s.host, s.port), s.workers)
         code = 0
         try:
             while not self.stopping:
@@ -200,7 +201,7 @@ def _reserve(settings: ServeSettings) -> Iterator[int]:
     """
     if _answers(settings.host, settings.port):
         raise PortTaken(
-            f"{settings.host}:{settings.port} is already served: stop that server "
+            f"{netloc(settings.host, settings.port)} is already served: stop that server "
             "or choose another --port"
         )
     with _socket(settings.host, settings.port) as sock:
@@ -212,7 +213,7 @@ def _reserve(settings: ServeSettings) -> Iterator[int]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise PortTaken(
-                    f"{settings.host}:{port} is already served by another `python -m serve` "
+                    f"{netloc(settings.host, port)} is already served by another `python -m serve` "
                     f"(lock {lock}): stop it or choose another --port"
                 ) from None
             yield port

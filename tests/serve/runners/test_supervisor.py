@@ -177,9 +177,18 @@ def test_repeated_start_up_failures_stop_the_server(experiment: Path, tmp_path: 
     assert "not a valid safetensors file" in run.stderr  # the worker's own reason
 
 
-def test_workers_refuse_a_taken_port(experiment: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+@pytest.mark.parametrize(
+    ("host", "family", "shown"),
+    [("127.0.0.1", socket.AF_INET, "127.0.0.1"), ("::1", socket.AF_INET6, "[::1]")],
+)
+def test_workers_refuse_a_taken_port(
+    experiment: Path, host: str, family: socket.AddressFamily, shown: str
+) -> None:
+    with socket.socket(family) as taken:
+        try:
+            taken.bind((host, 0))
+        except OSError:  # a container without IPv6
+            pytest.skip(f"cannot bind {host} here")
         taken.listen()
         port = taken.getsockname()[1]
         run = subprocess.run(
@@ -191,6 +200,8 @@ def test_workers_refuse_a_taken_port(experiment: Path) -> None:
                 str(experiment),
                 "--workers",
                 "2",
+                "--host",
+                host,
                 "--port",
                 str(port),
             ],
@@ -200,4 +211,4 @@ def test_workers_refuse_a_taken_port(experiment: Path) -> None:
             timeout=120,
         )
     assert run.returncode == 2
-    assert f"127.0.0.1:{port} is already served" in run.stderr
+    assert f"{shown}:{port} is already served" in run.stderr  # an IPv6 host is bracketed
