@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecab_tune.experiment import EXPORT_DIR, INTERRUPTED, PENDING, STATUSES
+from ecab_tune.experiment import EXPORT_DIR, INTERRUPTED, PENDING, RUNNING, STATUSES
 from ecab_tune.reporting.document import (
     Block,
     Bullets,
@@ -34,9 +34,10 @@ README_FIGURES = ("importances.png", "importances_every_trial.png", "parallel_co
 
 def overview(exp: Experiment, cfg: ReportConfig) -> list[Block]:
     counts = exp.counts()
-    tally = ", ".join(
-        f"{counts[s]} {s}" for s in STATUSES if counts[s] or s not in (INTERRUPTED, PENDING)
-    )
+    # Zero of an ending is news (nothing diverged); zero of a passing state is not, nor is
+    # "0 running" once the search has ended.
+    passing = (INTERRUPTED, PENDING) if exp.summary is None else (INTERRUPTED, PENDING, RUNNING)
+    tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s] or s not in passing)
     baselines = [f"Baselines: {', '.join(b.arm for b in cfg.baselines)} of {cfg.study}"]
     if exp.summary is None:
         state = (
