@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_server(storage, host=args.host, port=args.port)
     except OSError as exc:
-        parser.error(f"cannot listen on {args.host}:{args.port} ({exc}); try another --port")
+        parser.error(f"cannot listen on {netloc(args.host, args.port)} ({exc}); try another --port")
     except KeyboardInterrupt:
         return 130
     return 0

@@ -21,7 +21,9 @@ that was interrupted leaves the trials that had done an epoch `interrupted` and 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,8 +118,16 @@ def optuna_storage(experiment: Path) -> str:
             f"{experiment} {what}: not an experiment folder of ecab_tune.search "
             f"(expected <storage>/<name>/{OPTUNA_DB}, e.g. runs/quickstart)"
         )
-    with db.open("rb") as f:
-        header = f.read(len(_SQLITE))
+    try:
+        with db.open("rb") as f:
+            header = f.read(len(_SQLITE))
+        if header == _SQLITE:
+            # A damaged file keeps its header: reading the schema finds it, read-only.
+            uri = f"{db.resolve().as_uri()}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except (OSError, sqlite3.Error) as exc:
+        raise ValueError(f"{db} cannot be read: {exc}") from None
     if header != _SQLITE:
         raise ValueError(f"{db} is {'empty' if not header else 'not an SQLite database'}")
     return f"sqlite:///{db.resolve()}"

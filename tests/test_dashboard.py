@@ -22,7 +22,11 @@ def test_a_folder_that_is_no_experiment_is_a_clear_error(tmp_path, capsys):
         main([str(tmp_path / "missing")])
     assert "does not exist" in capsys.readouterr().err
     # A damaged or empty database is named, and the viewer writes nothing into it.
-    for content, words in ((b"some text", "is not an SQLite database"), (b"", "is empty")):
+    for content, words in (
+        (b"some text", "is not an SQLite database"),
+        (b"", "is empty"),
+        (b"SQLite format 3\x00" + bytes(range(256)) * 8, "cannot be read: file is not a database"),
+    ):
         (tmp_path / "notes" / "optuna.db").write_bytes(content)
         with pytest.raises(SystemExit):
             main([str(tmp_path / "notes")])

@@ -124,3 +124,6 @@ def test_a_folder_without_a_study_is_refused(tmp_path):
     (tmp_path / "optuna.db").write_text("not a database")
     with pytest.raises(ValueError, match=r"--warm-start: .*optuna\.db is not an SQLite database"):
         prepare(cfg)
+    (tmp_path / "optuna.db").write_bytes(b"SQLite format 3\x00" + bytes(2048))  # damaged
+    with pytest.raises(ValueError, match=r"--warm-start: .*optuna\.db cannot be read: file is not"):
+        prepare(cfg)
