@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecab_tune.search.objectives import Objective
+from ecab_tune.search.results import finite
 
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
@@ -53,16 +54,12 @@ def pareto_members(
     candidates = []
     for result in results:
         trial_id = str((result.metrics or {}).get("trial_id", ""))
-        kept = [(c, m) for c, m in (result.best_checkpoints or []) if _finite(m.get(first.metric))]
+        kept = [(c, m) for c, m in (result.best_checkpoints or []) if finite(m.get(first.metric))]
         if trial_id not in eligible or not kept:
             continue
         chosen, metrics = pick(kept, key=lambda cm: cm[1][first.metric])
-        if all(_finite(metrics.get(o.metric)) for o in objectives):
+        if all(finite(metrics.get(o.metric)) for o in objectives):
             values = {o.metric: float(metrics[o.metric]) for o in objectives}
             candidates.append(Member(result, chosen, values))
     points = [[m.values[o.metric] for o in objectives] for m in candidates]
     return [candidates[i] for i in pareto_indices(points, [o.mode for o in objectives])]
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
