@@ -288,8 +288,15 @@ def _stop(pool: cf.Executor) -> None:
         process.terminate()
 
 
-def _ray_job(spec: StudySpec, job: Job, threads: int) -> dict[str, Any]:
-    return run_job(spec, job, str(ray_task_device()), threads)
+def _ray_job(spec: StudySpec, job: Job, threads: int, partial: Path) -> dict[str, Any]:
+    """A Ray task checkpoints where the driver would (an absolute path): on its machine or on
+    storage the nodes share, a task killed mid-run (a lost node, a killed driver) resumes."""
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a node that cannot write there trains as before: killed, it restarts
+        print(f"[study] {job.arm} seed {job.seed}: no checkpoints on this node ({exc})", flush=True)
+        return run_job(spec, job, str(ray_task_device()), threads)
+    return run_job(spec, job, str(ray_task_device()), threads, partial)
 
 
 def run_ray(
@@ -306,12 +313,14 @@ def run_ray(
         if need > available.get(key, 0):  # the task could never be scheduled: fail, don't hang
             raise ValueError(f"{flag}={need} but the Ray cluster has {available.get(key, 0)} {key}")
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ray_job)
-    pending = {task.remote(spec, job, max(1, int(cpus))): job for job in jobs}
+    partials = {job: partial_folder(out, job).resolve() for job in jobs}
+    pending = {task.remote(spec, job, max(1, int(cpus)), partials[job]): job for job in jobs}
     start, done = time.perf_counter(), 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        pending.pop(ready[0])
+        job = pending.pop(ready[0])
         row = ray.get(ready[0])
         append_run(out, row)
+        shutil.rmtree(partials[job], ignore_errors=True)
         done += 1
         _announce(row, done, len(jobs), start)

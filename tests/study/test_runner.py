@@ -27,22 +27,9 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     assert re.fullmatch(r"\[study\] ecab seed 0: epoch 1/2  val \S+%  \d+s  ~\d+\S* left", lines[0])
     assert re.fullmatch(r"\[study\] ecab seed 0: epoch 2/2  val \S+%  \d+s", lines[1])
 
-    real_save = runner.save_trainer
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
-
-    monkeypatch.setattr(runner, "save_trainer", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
+    killed_after_epoch_1(monkeypatch, spec, job, tmp_path / "partial")
     # An epoch's line comes after its checkpoint: a run stopped after a line loses nothing.
     assert "epoch 1/2" not in capsys.readouterr().out
-    monkeypatch.setattr(runner, "save_trainer", real_save)
-    meta = tmp_path / "partial" / "meta.json"  # as if epoch 1 had run on another machine's GPU
-    saved = json.loads(meta.read_text())
-    saved["extra"]["devices"], saved["extra"]["cpus"] = ["Some GPU"], ["Some CPU"]
-    meta.write_text(json.dumps(saved))
     resumed = runner.run_job(spec, job, "cpu", 1, tmp_path / "partial")
     printed = capsys.readouterr().out
     assert "resuming at epoch 1" in printed and "[study] ecab seed 0: epoch 2/2  val " in printed
@@ -53,6 +40,47 @@ def test_a_killed_run_resumes_from_its_last_epoch_exactly(tmp_path, monkeypatch,
     # ECAB's projection as separate per-source layers would hold it, not its stored zeros.
     model = spec.model_config("ecab", 10, 1).build()
     assert straight["params"] == count_params(model) < sum(p.numel() for p in model.parameters())
+
+
+def killed_after_epoch_1(monkeypatch, spec, job, partial) -> None:
+    """Train `job` until epoch 1's checkpoint is in `partial`, then die as a kill would; mark
+    that epoch as trained on another machine's GPU, so a resumed row shows it."""
+    from ecab_tune.study import runner
+
+    real_save = runner.save_trainer
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "save_trainer", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run_job(spec, job, "cpu", 1, partial)
+    meta = partial / "meta.json"
+    saved = json.loads(meta.read_text())
+    saved["extra"]["devices"], saved["extra"]["cpus"] = ["Some GPU"], ["Some CPU"]
+    meta.write_text(json.dumps(saved))
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_a_ray_task_resumes_a_run_in_flight(local_ray, tmp_path, monkeypatch):
+    from ecab_tune.study import runner
+    from ecab_tune.study.runs import read_runs
+    from ecab_tune.study.spec import Job
+
+    monkeypatch.chdir(tmp_path)  # runs in flight live under ./runs/study-partial
+    spec = load_spec(write_study(tmp_path)).overridden(epochs=2)
+    job, out = Job("ecab", 0, 2, "main"), tmp_path / "results"
+    partial = runner.partial_folder(out, job)
+    killed_after_epoch_1(monkeypatch, spec, job, partial)
+    runner.run_ray(spec, [job], out, None, 1, 0)
+    (row,) = read_runs(out)
+    # Epoch 1 came from the checkpoint (its device is recorded), epoch 2 from the task.
+    assert row["device"].startswith("Some GPU + ") and len(row["val_acc"]) == 2
+    assert row["cpu"].startswith("Some CPU + ")
+    assert not partial.exists()  # the row landed: its checkpoint is gone
 
 
 def test_rows_of_arms_left_out_are_kept_and_rows_of_another_recipe_refused(tmp_path):
