@@ -26,6 +26,17 @@ pytestmark = pytest.mark.slow
 TOKEN = "e2e-token"
 
 
+def run_serve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m serve ARGS` run to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "serve", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_workers_share_the_load_and_follow_a_reload(experiment: Path) -> None:
     # Under the model root (runs/, the folder holding the experiment), as /reload requires.
     other = make_checkpoint(experiment.parent / "other", "se", FASHION, seed=7)
@@ -96,23 +107,7 @@ def test_supervisor_keeps_every_worker_up(experiment: Path) -> None:
     ):
         wait_for_workers(url, 2, auth)
         port = url.rsplit(":", 1)[1]
-        second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "serve",
-                "--model",
-                str(experiment),
-                "--workers",
-                "2",
-                "--port",
-                port,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        second = run_serve("--model", str(experiment), "--workers", "2", "--port", port)
         assert second.returncode == 2, second.stderr
         assert "already served" in second.stderr
 
@@ -165,13 +160,7 @@ def test_repeated_start_up_failures_stop_the_server(experiment: Path, tmp_path: 
     broken = tmp_path / "broken"
     shutil.copytree(experiment / "best", broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")  # meta.json still reads
-    run = subprocess.run(
-        [sys.executable, "-m", "serve", "--model", str(broken), "--workers", "2", "--port", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_serve("--model", str(broken), "--workers", "2", "--port", "0", timeout=300)
     assert run.returncode == 1, run.stderr[-2000:]
     assert "failed to start 5 times in a row" in run.stderr
     assert "not a valid safetensors file" in run.stderr  # the worker's own reason
@@ -191,24 +180,7 @@ def test_workers_refuse_a_taken_port(
             pytest.skip(f"cannot bind {host} here")
         taken.listen()
         port = taken.getsockname()[1]
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "serve",
-                "--model",
-                str(experiment),
-                "--workers",
-                "2",
-                "--host",
-                host,
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        args = ("--model", str(experiment), "--workers", "2", "--host", host, "--port", str(port))
+        run = run_serve(*args)
     assert run.returncode == 2
     assert f"{shown}:{port} is already served" in run.stderr  # an IPv6 host is bracketed
