@@ -64,7 +64,9 @@ def holm(
 ) -> list[Contrast]:
     """Holm's step-down adjustment over one family: adjusted p-values (monotone), and each
     contrast's interval at the level its step tests it (1 − alpha / (m − rank)), which excludes
-    0 exactly when Holm rejects it, as long as the steps before it rejected too.
+    0 exactly when Holm rejects it. Holm stops at the first contrast it retains: that one and
+    every one after it keep that step's level, so their intervals include 0 as well (a later
+    step's wider level would exclude 0 for a contrast Holm never rejects).
 
     `family`: the planned family's size when some of its contrasts cannot be estimated yet (a
     study partway). Those count as p = 1, a valid p-value (never rejected), so they rank last and
@@ -75,11 +77,13 @@ def holm(
         raise ValueError(f"a family of {m} cannot hold {len(contrasts)} contrasts")
     order = sorted(range(len(contrasts)), key=lambda i: contrasts[i].p)
     adjusted: dict[int, Contrast] = {}
-    running = 0.0
+    running, stopped = 0.0, False
     for rank, i in enumerate(order):
         c = contrasts[i]
         running = max(running, min(1.0, (m - rank) * c.p))
-        level = alpha / (m - rank)
+        if not stopped:
+            level = alpha / (m - rank)
+            stopped = running >= alpha
         n = len(c.diffs)
         half = float(stats.t.ppf(1 - level / 2, n - 1)) * c.sd / math.sqrt(n)
         adjusted[i] = dataclasses.replace(

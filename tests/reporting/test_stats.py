@@ -76,3 +76,18 @@ def test_holm_over_a_planned_family_counts_the_missing_contrasts_as_p_1():
 def test_a_value_that_is_no_finite_number_is_named_with_its_contrast():
     with pytest.raises(ValueError, match="ecab − none: a value is not a finite number"):
         paired_contrast("ecab − none", [0.9, float("nan")], [0.8, 0.7])
+
+
+def test_a_holm_interval_excludes_0_only_where_holm_rejects():
+    # Differences (+24 ± 2k) and (+21 ± 2k) in 1e-4 over 5 seeds: p = 0.027 and 0.041. Holm
+    # over 2: 2·0.027 > 0.05 retains the first, and so stops: the second is retained too,
+    # though its own p < 0.05. Its interval must include 0, not be the plain 95% one.
+    b = [0.90] * 5
+    first, second = (
+        paired_contrast(name, [0.90 + (mu + d) / 1e4 for d in (-20, -10, 0, 10, 20)], b)
+        for name, mu in (("first", 24), ("second", 21))
+    )
+    assert 0.025 < first.p < second.p < 0.05
+    for c in holm([first, second]):
+        assert c.p_holm >= 0.05
+        assert c.adj_low <= 0 <= c.adj_high, c.name
