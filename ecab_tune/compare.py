@@ -89,12 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
+def configure(args: argparse.Namespace) -> tuple[StudySpec, StudySpec, Path]:
+    """The study to train (narrowed by `--arms`), the study to report (every arm: `--arms`
+    narrows what is trained now, not the question nor Holm's family), and the results folder."""
     spec = load_spec(args.study).overridden(
-        seeds=args.seeds,
-        epochs=args.epochs,
-        subset=args.subset,
-        arms=args.arms,
+        seeds=args.seeds, epochs=args.epochs, subset=args.subset
     )
     if args.cuda_graphs:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, cuda_graphs=True))
@@ -112,7 +111,8 @@ def configure(args: argparse.Namespace) -> tuple[StudySpec, Path]:
             check_block(args.readme, readme_tag(spec))
         except ValueError as exc:
             raise ValueError(f"--readme {exc}") from exc
-    return spec, Path(args.out or f"benchmarks/results/{spec.name}")
+    out = Path(args.out or f"benchmarks/results/{spec.name}")
+    return spec.overridden(arms=args.arms), spec, out
 
 
 def selected_jobs(spec: StudySpec, groups: list[str] | None, seeds: list[int] | None) -> list[Job]:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     received: list[int] = []  # SIGTERM, once it came
     try:
-        spec, out = configure(args)
+        spec, whole, out = configure(args)
         if not args.report:
             wanted = selected_jobs(spec, args.only, args.only_seeds)
             jobs = [j for j in pending_jobs(spec, out) if j in wanted]
@@ -151,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                     run_ray(spec, jobs, out, args.address, args.cpus_per_trial, args.gpus_per_trial)
                 elif jobs:
                     run_local(spec, jobs, out, args.jobs, args.device, args.streams)
-        rows = study_rows(spec, out)
+        rows = study_rows(whole, out)
         if not rows:
             raise ValueError(f"{out}/runs.jsonl holds no runs yet: run the study first")
-        table = write_report(spec, rows, out)
+        table = write_report(whole, rows, out)
         if args.readme:
-            update_readme(spec, table, out, args.readme)
+            update_readme(whole, table, out, args.readme)
     except ClusterJoinError as exc:  # one line, without the usage a flag error gets
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

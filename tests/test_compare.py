@@ -217,3 +217,25 @@ def cmdline(pid: int) -> bytes:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_narrowed_study_reports_over_the_study_file_s_whole_family(tmp_path):
+    # --arms narrows what is trained, not the question: the report of a results folder keeps
+    # every arm's rows and Holm's planned family (3 here: se − none, ecab − none, ecab − se).
+    from ecab_tune.study.runs import append_run
+    from ecab_tune.study.spec import Job, load_spec
+
+    study, out = write_study(tmp_path), tmp_path / "out"
+    spec = load_spec(study)
+    for seed in (0, 1):
+        for arm, acc in (("none", 0.90), ("se", 0.91 + seed / 100), ("ecab", 0.92)):
+            job = Job(arm, seed, spec.train.epochs, "main")
+            append_run(out, {"arm": arm, "seed": seed, "epochs": job.epochs, "group": "main",
+                             "run_key": spec.run_key(job), "status": "completed",
+                             "test_acc": acc, "val_acc": [acc], "params": 1, "macs": 1,
+                             "seconds": 1.0, "init_hash": f"h{seed}", "device": "cpu"})  # fmt: skip
+    assert main([str(study), "--out", str(out), "--report"]) == 0
+    whole = (out / "table.md").read_text()
+    assert "the 3 planned contrasts form one family" in whole
+    assert main([str(study), "--out", str(out), "--report", "--arms", "ecab"]) == 0
+    assert (out / "table.md").read_text() == whole
