@@ -159,6 +159,7 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
     pairing = "one `init_hash` per seed across all arms" if shared else "NOT shared (check init)"
     lines.append(f"Initial trunk weights: {pairing}.")
     lines.append(_devices_line(spec, rows))
+    lines += _diverged_lines(rows)
     lines += _ablation_lines(spec, rows) + _convergence_lines(spec, rows)
     lines += _criteria_lines(spec, rows) + _cost_lines(rows)
     return "\n".join(lines) + "\n"
@@ -183,6 +184,19 @@ def _devices_line(spec: StudySpec, rows: Rows) -> str:
         return "Devices: each seed's runs on one device."
     where = "; ".join(f"seed {seed}: {', '.join(d)}" for seed, d in mixed.items())
     return f"Devices: MIXED within a seed ({where}): those pairs include a device effect."
+
+
+def _diverged_lines(rows: Rows) -> list[str]:
+    """The runs that diverged: each counts with its final model's accuracy (near chance), so
+    its arm's mean, SD and paired differences say more about it than about the arm."""
+    runs = [
+        f"`{r['arm']}` seed {r['seed']} (epoch {len(r['val_acc'])} of {r['epochs']})"
+        for r in rows
+        if r.get("status") == "diverged"
+    ]
+    if not runs:
+        return []
+    return [f"Diverged (counted: its final model's test accuracy): {'; '.join(runs)}."]
 
 
 def _ablation_lines(spec: StudySpec, rows: Rows) -> list[str]:

@@ -54,3 +54,18 @@ def test_the_report_says_when_a_seed_s_pairs_were_trained_on_different_devices(t
     assert "Devices: MIXED within a seed (seed 1: NVIDIA H200 + cpu, cpu)" in format_report(
         spec, rows
     )
+
+
+def test_the_report_names_a_diverged_run_it_counts(tmp_path: Path):
+    # A diverged run is a result (its final model's accuracy, near chance): it enters the mean
+    # and the paired differences, and the report says which run it is.
+    spec = load_spec(write_study(tmp_path))
+    rows = [row("none", s, "cpu", 1.0) for s in (0, 1)] + [row("se", 0, "cpu", 1.0)]
+    assert "iverged" not in format_report(spec, rows)
+    rows.append({**row("se", 1, "cpu", 1.0), "status": "diverged", "test_acc": 0.1,
+                 "val_acc": [0.1]})  # fmt: skip
+    report = format_report(spec, rows)
+    assert "| se | 2 | 50.00 ± 56.57 |" in report
+    assert "Diverged (counted: its final model's test accuracy): `se` seed 1 (epoch 1 of 1)." in (
+        report
+    )
