@@ -255,6 +255,8 @@ def criteria_status(spec: StudySpec, rows: Rows) -> list[tuple[str, str, str]]:
         name = f"95% CI half-width of `{pair}` ≤ {c.max_ci_half_width_points:.2f} points"
         found = _contrast(pair, arms.get(spec.focus, {}), arms.get(other, {}))
         now, verdict = "fewer than 2 paired seeds", "pending"
+        if found is None and settled(spec.focus, other):  # one seed: no interval, ever
+            verdict = "not met: add seeds"
         if found is not None:
             half = 100 * found.half_width
             now = f"±{half:.2f} points (n={len(found.diffs)})"

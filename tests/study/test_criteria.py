@@ -98,3 +98,12 @@ def test_an_unknown_criterion_is_named(tmp_path: Path):
 def test_a_criterion_that_cannot_be_judged_is_refused(change: dict, words: str, tmp_path: Path):
     with pytest.raises(ValueError, match=re.escape(words)):
         load_spec(write_study(tmp_path, criteria={**CRITERIA, **change}))
+
+
+def test_one_seed_has_no_interval_to_meet_the_width_once_every_run_is_in(spec: StudySpec):
+    # `--seeds 1`: every run in, and no interval can ever be computed: not "pending" forever.
+    one = spec.overridden(seeds=1)
+    got = status(one, [row("none", 0, 0.95), row("se", 0, 0.95), row("ecab", 0, 0.96)])
+    assert got["main runs, every arm at every seed"] == ("3 of 3", "met")
+    assert got["ecab − none"] == ("fewer than 2 paired seeds", "not met: add seeds")
+    assert status(one, [row("none", 0, 0.95)])["ecab − none"][1] == "pending"
