@@ -153,7 +153,8 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
         f"accuracy (same seed: same initial trunk weights, data order and augmentation); "
         f"[95% CI] from a paired t-test; Holm: the {planned} planned contrasts form one "
         f"family{so_far}, p-values Holm-adjusted, the interval at the level Holm's step tested "
-        "that contrast (* : p_Holm < 0.05).",
+        "that contrast (from the first contrast Holm retains on, at that step's level), so it "
+        "excludes 0 exactly where p_Holm < 0.05 (*).",
     ]
     shared = all(len(h) == 1 for h in _per_seed(spec, rows, "init_hash").values())
     pairing = "one `init_hash` per seed across all arms" if shared else "NOT shared (check init)"
