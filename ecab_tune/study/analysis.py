@@ -71,13 +71,16 @@ def _pp(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def _cell(c: Contrast | None) -> str:
+def _cell(c: Contrast | None, *counts: int) -> str:
+    """A contrast; `counts`: the two arms' runs. Δ pairs the seeds both have: where that is
+    fewer than either arm's n, it is not the difference of the means shown, so it says so."""
     if c is None:
         return "—"
     star = " *" if c.p_holm < 0.05 else ""
+    pairs = f" ({len(c.diffs)} pairs)" if len(c.diffs) < max(counts) else ""
     return (
         f"{_pp(c.mean)} [{_pp(c.low)}, {_pp(c.high)}] · Holm [{_pp(c.adj_low)}, "
-        f"{_pp(c.adj_high)}] p={c.p_holm:.3f}{star}"
+        f"{_pp(c.adj_high)}] p={c.p_holm:.3f}{star}{pairs}"
     )
 
 
@@ -131,14 +134,15 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
         f"Holm-adjusted | Δ {spec.focus} − arm · Holm-adjusted | params | MACs (M) | s/run |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    n_base, n_focus = len(arms.get(spec.baseline, {})), len(arms.get(spec.focus, {}))
     for label, n, acc, params, macs, secs in _summary_rows(arms, list(spec.arms)):
         vs_base = family.get(f"{label} − {spec.baseline}")
         vs_focus = family.get(f"{spec.focus} − {label}")
         if label == spec.focus:
             vs_focus = None
+        base, focus = _cell(vs_base, n, n_base), _cell(vs_focus, n, n_focus)
         lines.append(
-            f"| {label} | {n} | {acc} | {_cell(vs_base)} | {_cell(vs_focus)} | {params:,} "
-            f"| {macs:.2f} | {secs} |"
+            f"| {label} | {n} | {acc} | {base} | {focus} | {params:,} | {macs:.2f} | {secs} |"
         )
     planned = len(_main_pairs(spec))
     so_far = (
@@ -150,7 +154,8 @@ def format_report(spec: StudySpec, rows: Rows) -> str:
     lines += [
         "",
         f"SD: standard deviation over seeds. Δ: mean of the per-seed paired differences in test "
-        f"accuracy (same seed: same initial trunk weights, data order and augmentation); "
+        f"accuracy (same seed: same initial trunk weights, data order and augmentation), over "
+        "the seeds both arms have ('k pairs' where fewer than either arm's n); "
         f"[95% CI] from a paired t-test; Holm: the {planned} planned contrasts form one "
         f"family{so_far}, p-values Holm-adjusted, the interval at the level Holm's step tested "
         "that contrast (from the first contrast Holm retains on, at that step's level), so it "
@@ -224,7 +229,8 @@ def _ablation_lines(spec: StudySpec, rows: Rows) -> list[str]:
         mean, sd = mean_std([r["test_acc"] for r in runs.values()])
         options = ", ".join(f"{k}={v}" for k, v in spec.all_arms()[label].options.items())
         acc = _accuracy(mean, sd, len(runs))
-        cell = "—" if label == spec.focus else _cell(family.get(f"{label} − {spec.focus}"))
+        contrast = family.get(f"{label} − {spec.focus}")
+        cell = "—" if label == spec.focus else _cell(contrast, len(runs), len(focus))
         lines.append(f"| {label} | {options or '(defaults)'} | {len(runs)} | {acc} | {cell} |")
     return lines
 

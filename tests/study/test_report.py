@@ -69,3 +69,15 @@ def test_the_report_names_a_diverged_run_it_counts(tmp_path: Path):
     assert "Diverged (counted: its final model's test accuracy): `se` seed 1 (epoch 1 of 1)." in (
         report
     )
+
+
+def test_a_difference_over_fewer_seeds_than_an_arm_has_says_how_many_pairs(tmp_path: Path):
+    # none has seeds 0-2, se only 0-1: Δ pairs 2 seeds, so it is not none's mean (3 seeds)
+    # subtracted from se's; the cell says so. Once se has seed 2, it says nothing.
+    spec = load_spec(write_study(tmp_path, seeds=3))
+    rows = [row("none", s, "cpu", 1.0) for s in range(3)] + [row("se", 0, "cpu", 1.0)]
+    rows.append({**row("se", 1, "cpu", 1.0), "test_acc": 0.91})
+    (se_line,) = [x for x in format_report(spec, rows).splitlines() if x.startswith("| se ")]
+    assert se_line.startswith("| se | 2 | 90.50 ± 0.71 | +0.50 [") and "(2 pairs) |" in se_line
+    rows.append(row("se", 2, "cpu", 1.0))
+    assert "pairs)" not in format_report(spec, rows)
