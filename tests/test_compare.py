@@ -31,6 +31,12 @@ from ecab_tune.study.runs import RUNS, read_runs
             "'se' takes no option 'fusion'",
         ),
         ({"train": {"lr": -1}}, [], "lr=-1 is invalid"),
+        (
+            {"ablations": {"seeds": 3, "arms": {"x": {"attention": "se"}}}},
+            [],
+            "ablations.seeds=3 exceeds seeds=2",
+        ),
+        ({"convergence": {"arm": "none", "seeds": 3, "epochs": 2}}, [], "convergence.seeds=3"),
         ({}, ["--cpus-per-trial", "0"], "--cpus-per-trial=0.0 must be > 0"),
         ({}, ["--arms", "gate"], "--arms: no arm 'gate'"),
         ({}, ["--jobs", "0"], "--jobs=0 must be >= 1"),

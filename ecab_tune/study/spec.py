@@ -94,6 +94,12 @@ class StudySpec:
         for role, arm in (("baseline", self.baseline), ("focus", self.focus)):
             if arm not in self.arms:
                 raise ValueError(f"{role}={arm!r} is not one of the arms: {', '.join(self.arms)}")
+        for what, n in (
+            ("ablations.seeds", self.ablation_seeds),
+            ("convergence.seeds", self.convergence_seeds),
+        ):
+            if n > self.seeds:  # their runs pair with the main runs of the same seeds
+                raise ValueError(f"{what}={n} exceeds seeds={self.seeds}: it pairs with main runs")
         clash = sorted(set(self.arms) & set(self.ablations))
         if clash:
             raise ValueError(f"ablation arm(s) {', '.join(clash)} repeat a main arm's name")
@@ -175,6 +181,7 @@ class StudySpec:
                 spec,
                 seeds=changes["seeds"],
                 ablation_seeds=min(spec.ablation_seeds, changes["seeds"]),
+                convergence_seeds=min(spec.convergence_seeds, changes["seeds"]),
             )
         if changes.get("arms"):
             unknown = sorted(set(changes["arms"]) - set(spec.all_arms()))
