@@ -18,6 +18,9 @@ from PIL import Image
 from serve.errors import InvalidInput, TooLarge
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+# PIL opens a camera's multi-picture JPEG (an APP2 "MPF" index of further images) as format
+# MPO: its first picture is a JPEG like any other, scans and draft mode included.
+_JPEG_FORMATS = ("JPEG", "MPO")
 # Encoders write up to ~10 scans (libjpeg's progressive script for colour); each scan is a pass
 # over every coefficient, and libjpeg accepts thousands of tiny ones (1.9 MB of them held a
 # worker's event loop past its 10 s heartbeat). Counted as start-of-scan markers, which
@@ -75,7 +78,7 @@ def open_image(
         raise InvalidInput(
             f"{what} is not a supported image ({', '.join(FORMATS)}): {_reason(exc)}"
         ) from exc
-    if image.format == "JPEG":
+    if image.format in _JPEG_FORMATS:
         scans = upload.data.count(_START_OF_SCAN)
         if scans > MAX_JPEG_SCANS:
             raise InvalidInput(

@@ -97,3 +97,30 @@ def test_jpeg_scan_floods_are_refused_before_decoding(client: TestClient) -> Non
     assert len(flood) < 1_000_000
     assert_error(post_files(client, [flood]), 422, "20,006 scans", f"at most {MAX_JPEG_SCANS}")
     assert_still_serving(client)
+
+
+def _as_mpo(jpeg: bytes) -> bytes:
+    """`jpeg` as a camera's multi-picture JPEG (MPO): the APP2 "MPF" index of a second image
+    right after its start marker, which makes PIL open it as format MPO."""
+    two = io.BytesIO()
+    Image.new("L", (8, 8)).save(two, "MPO", save_all=True, append_images=[Image.new("L", (8, 8))])
+    data, i = two.getvalue(), 2
+    while data[i : i + 2] != b"\xff\xe2" or data[i + 4 : i + 8] != b"MPF\x00":
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    mpf = data[i : i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")]
+    mpo = jpeg[:2] + mpf + jpeg[2:]
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    return mpo
+
+
+def test_multi_picture_jpegs_are_jpegs_scan_limit_and_draft_mode_included(ckpts) -> None:
+    from serve.images import MAX_JPEG_SCANS
+
+    with make_client(ckpts["cbam"], max_pixels=100_000) as c:
+        # PIL names them MPO, not JPEG: neither their scans nor their size escape the limits.
+        flood = _as_mpo(jpeg_with_scans(2_000))
+        assert_error(post_files(c, [flood], headers={}), 422, "scans", f"{MAX_JPEG_SCANS}")
+        photo = np.random.default_rng(1).integers(0, 256, (600, 800), dtype=np.uint8)
+        mpo = _as_mpo(encode(photo, "JPEG"))  # 480,000 pixels, drafted to 100×75
+        assert post_files(c, [mpo], headers={}).status_code == 200
+        assert_still_serving(c)
