@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
 _ORIENTATION = 0x0112  # the EXIF tag
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _MODES = {1: "L", 3: "RGB"}
+# EXIF orientation → the turn that shows the image upright (as ImageOps.exif_transpose does).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def image_to_uint8(
@@ -22,8 +32,11 @@ def image_to_uint8(
     """
     if channels not in _MODES:
         raise ValueError(f"channels={channels} is invalid: expected 1 or 3")
-    if image.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even an upright one
-        image = ImageOps.exif_transpose(image)
+    # Not ImageOps.exif_transpose: it also writes the EXIF back without the orientation, which
+    # fails on tags PIL reads but cannot write (a type the spec does not give that tag).
+    orientation = image.getexif().get(_ORIENTATION)
+    if isinstance(orientation, int) and orientation in _UPRIGHT:
+        image = image.transpose(_UPRIGHT[orientation])
     if image.mode in _SIXTEEN_BIT:
         # PIL's own conversion clips 16-bit greys at 255 (mostly white); rescale them instead.
         deep = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8

@@ -73,6 +73,28 @@ def test_a_photo_is_classified_upright_as_its_exif_orientation_shows_it(
     assert_matches(r.json()["predictions"][0], probs, maps, FASHION.classes)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_photo_turned_by_its_exif_is_served_whatever_its_other_tags_hold(
+    client: TestClient, fmt
+) -> None:
+    # Tag 0x0152 is a SHORT by the TIFF spec, here stored as text: PIL reads it, but cannot
+    # write it back, which turning a photo by PIL's exif_transpose does.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Maker"
+    good = exif.tobytes()
+    odd = good.replace(
+        b"MM\x00*\x00\x00\x00\x08\x00\x02\x01\x0f", b"MM\x00*\x00\x00\x00\x08\x00\x02\x01\x52"
+    )
+    read = Image.Exif()
+    read.load(odd)
+    assert read[0x0152] == "Maker" and read[0x0112] == 6
+    photo = Image.fromarray(np.random.default_rng(7).integers(0, 256, (24, 40), np.uint8))
+    answers = [post_files(client, [encode(photo, fmt, exif=e, quality=100)]) for e in (good, odd)]
+    assert [r.status_code for r in answers] == [200, 200], answers[1].text
+    assert answers[1].json()["predictions"][0]["top"] == answers[0].json()["predictions"][0]["top"]
+
+
 def test_not_an_image(client: TestClient) -> None:
     assert_error(post_files(client, [b"hello, I am text"]), 422, "img0.png", "not a supported")
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
