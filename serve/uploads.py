@@ -34,7 +34,9 @@ class BodyGuard:
     Over `max_bytes` by Content-Length or by counting (a lying or absent Content-Length): 413.
     Nothing new for `read_timeout_s` while the body is incomplete: 408, and the connection is
     closed. Both raise where the route reads the body, so they go through the app's error
-    handling like any other refusal.
+    handling like any other refusal. A GET or HEAD is left alone: no route reads its body, and
+    a file response reads the request only to notice a disconnect, while it sends, where a
+    refusal would break the answer half-way.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float) -> None:
@@ -43,7 +45,7 @@ class BodyGuard:
         self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
