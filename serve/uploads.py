@@ -33,8 +33,10 @@ class BodyGuard:
 
     Over `max_bytes` by Content-Length or by counting (a lying or absent Content-Length): 413.
     Nothing new for `read_timeout_s` while the body is incomplete: 408, and the connection is
-    closed. Both raise where the route reads the body, so they go through the app's error
-    handling like any other refusal. A GET or HEAD is left alone: no route reads its body, and
+    closed. A client that disconnects before its body is complete: 400 (no one reads it, but
+    it is a refusal like the others in the log and the metrics, not an internal error). All
+    raise where the route reads the body, so they go through the app's error handling like
+    any other refusal. A GET or HEAD is left alone: no route reads its body, and
     a file response reads the request only to notice a disconnect, while it sends, where a
     refusal would break the answer half-way.
     """
@@ -76,6 +78,13 @@ class BodyGuard:
                 if received > limit:
                     raise TooLarge(f"the body exceeds the limit of {limit:,} bytes")
                 complete = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect":
+                # Starlette's ClientDisconnect would be an unexpected error: a 500 and a
+                # traceback in the log for every client that goes away mid-upload.
+                raise BadRequest(
+                    f"the client disconnected before its body was complete ({received:,} "
+                    "bytes received)"
+                )
             return message
 
         await self.app(scope, guarded_receive, send)

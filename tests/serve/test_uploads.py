@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import logging
 
+import pytest
 from fastapi.testclient import TestClient
 from serve_support import (
     AUTH,
@@ -108,4 +110,61 @@ def test_wrong_field_and_content_type(client: TestClient) -> None:
     assert_error(r, 400, "multipart")
     assert_error(client.get("/predict"), 405)
     assert_error(client.get("/nope"), 404)
+    assert_still_serving(client)
+
+
+def _cut_off(client: TestClient, path: str, content_type: str, first: bytes) -> list[dict]:
+    """Send `first`, then disconnect before the rest of the body; what the app sent back."""
+    messages = [
+        {"type": "http.request", "body": first, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if len(messages) > 1 else messages[0]
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", content_type.encode()),
+            (b"authorization", AUTH["Authorization"].encode()),
+            (b"content-length", b"100000"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    assert client.portal is not None
+    client.portal.call(client.app, scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "first"),
+    [
+        ("/predict", "application/json", b'{"images": ["iVBOR'),
+        ("/predict", "multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form"),
+        ("/reload", "application/json", b'{"path": "ck'),
+    ],
+)
+def test_a_client_that_leaves_mid_body_is_no_server_error(
+    client: TestClient, caplog: pytest.LogCaptureFixture, path, content_type, first
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="serve"):
+        sent = _cut_off(client, path, content_type, first)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 400 and b"disconnected" in body, body
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
     assert_still_serving(client)
