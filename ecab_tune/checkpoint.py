@@ -132,6 +132,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         weights = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from exc
+    # A model with NaN or infinite weights loads and runs, and answers NaN: refuse it here.
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} holds NaN or infinite values (a diverged model?)")
     try:
         model = meta.model.build()  # option values (fusion, layers, width) are checked here
     except (TypeError, ValueError) as exc:

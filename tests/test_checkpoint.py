@@ -9,6 +9,7 @@ import pickle
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from synthetic import TINY as ECAB
 from synthetic import make_splits, tiny_trainer
 
@@ -64,6 +65,12 @@ def test_checkpoint_errors_are_clear(tmp_path):
         checkpoint.load_model(tmp_path)
     trainer = tiny_trainer(epochs=1)
     save_trainer(tmp_path, trainer, ECAB)
+    weights = load_file(tmp_path / checkpoint.WEIGHTS)
+    name = next(k for k, t in weights.items() if t.is_floating_point())
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, tmp_path / checkpoint.WEIGHTS)
+    with pytest.raises(checkpoint.CheckpointError, match="holds NaN or infinite values"):
+        checkpoint.load_model(tmp_path)
     (tmp_path / checkpoint.WEIGHTS).write_bytes(b"not safetensors")
     with pytest.raises(checkpoint.CheckpointError, match="not a valid safetensors"):
         checkpoint.load_model(tmp_path)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from serve_support import (
     AUTH,
     RGB32,
@@ -81,6 +82,12 @@ def test_reload_swaps_models_and_keeps_the_old_on_failure(
         "no-such-fusion",
         "still serving",
     )
+    diverged = under_root / "diverged"
+    shutil.copytree(ckpts["ecab"], diverged)
+    weights = load_file(diverged / checkpoint.WEIGHTS)
+    weights["fc.weight"][0, 0] = float("nan")
+    save_file(weights, diverged / checkpoint.WEIGHTS)
+    assert_error(client.post("/reload", json={"path": str(diverged)}, headers=AUTH), 422, "NaN")
     assert_error(client.post("/reload", json={"path": 3}, headers=AUTH), 422, "path")
     assert_error(client.post("/reload?force=1", headers=AUTH), 422, "force")
     r = client.post(
@@ -89,7 +96,7 @@ def test_reload_swaps_models_and_keeps_the_old_on_failure(
     assert_error(r, 400, "not valid JSON")
     assert client.get("/model").json()["attention"] == "bridge"
     assert post_files(client, [photo]).status_code == 200
-    # Two good reloads and five refused: the generation counts the good ones.
+    # Two good reloads and six refused: the generation counts the good ones.
     assert client.get("/readyz").json()["generation"] == 2
 
 
