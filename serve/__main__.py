@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from types import NoneType
-from typing import get_args
+from typing import Any, get_args
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
@@ -87,11 +87,20 @@ def parse_command(argv: list[str] | None = None) -> tuple[ServeSettings, str, Ra
         from serve.errors import describe_validation  # FastAPI's import, on this path only
 
         # One line in flag terms (`--max-batch: ...`), whether a flag or ECAB_SERVE_* set it.
-        errors = [{**e, "loc": ["--" + str(e["loc"][0]).replace("_", "-")]} for e in exc.errors()]
-        parser.error(describe_validation(errors))
+        parser.error(describe_validation([_in_flag_terms(e) for e in exc.errors()]))
     except ValueError as exc:
         parser.error(str(exc))
     return settings, args.log_level, ray
+
+
+def _in_flag_terms(error: dict[str, Any]) -> dict[str, Any]:
+    """A settings error located by its flag, or by its variable for a setting without one
+    (whose value, the token's, is not echoed)."""
+    name = str(error["loc"][0])
+    if name in NOT_FLAGS:
+        shown = {k: v for k, v in error.items() if k != "input"}
+        return {**shown, "loc": [f"ECAB_SERVE_{name.upper()}"]}
+    return {**error, "loc": ["--" + name.replace("_", "-")]}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ServeSettings, str]:

@@ -140,6 +140,16 @@ class ServeSettings(BaseSettings):
         # not "the empty token", which no client could send.
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("token")
+    @classmethod
+    def _token_a_header_can_carry(cls, value: SecretStr | None) -> SecretStr | None:
+        # An Authorization header carries it: non-ASCII arrives as Latin-1 and the ends are
+        # stripped, so such a token could never match and every request would get 401.
+        text = value.get_secret_value() if value is not None else ""
+        if not (text.isascii() and text.isprintable()) or text != text.strip():
+            raise ValueError("must be printable ASCII, no spaces at its ends (a header sends it)")
+        return value
+
     def inference_threads(self) -> int:
         # A forward whose threads compete with the event loop for every core is slower, per
         # request, than one that leaves the loop a core (measured: 9.1 vs 5.5 ms p50 on 2 cores).

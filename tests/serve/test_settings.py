@@ -34,3 +34,17 @@ def test_settings_travel_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pickle.loads(pickle.dumps(settings)) == settings  # how the fork server hands them over
     # Workers share the cores: each leaves the others (and its event loop) theirs.
     assert ServeSettings(workers=4).inference_threads() == max(1, (os.cpu_count() or 2) // 4 - 1)
+
+
+@pytest.mark.parametrize("token", ["sécret", " s3cret", "s3cret\t", "s3\ncret"])
+def test_a_token_no_header_can_carry_is_refused_without_echoing_it(
+    token: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Non-ASCII arrives as Latin-1 and the ends are stripped: every request would get 401.
+    monkeypatch.setenv("ECAB_SERVE_TOKEN", token)
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "ECAB_SERVE_TOKEN: Value error, must be printable ASCII, no spaces at its ends" in err
+    assert token.strip() not in err
