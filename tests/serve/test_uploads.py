@@ -16,6 +16,8 @@ from serve_support import (
     post_files,
 )
 
+from serve import uploads
+
 
 def test_oversized_body(ckpts) -> None:
     with make_client(ckpts["cbam"], max_body_bytes=50_000) as c:
@@ -49,6 +51,20 @@ def test_too_many_images(client: TestClient) -> None:
         client.post("/predict", json={"images": images}, headers=AUTH), 422, "too many images", "17"
     )
     assert post_files(client, blobs[:16]).status_code == 200
+
+
+def test_a_json_body_of_countless_values_is_refused_before_it_is_parsed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 16 data: URLs hold 31 commas and pass; a body of a million tiny values would cost the
+    # event loop far more to parse than to refuse.
+    url = "data:image/png;base64," + base64.b64encode(noise_png(0)).decode()
+    r = client.post("/predict", json={"images": [url] * 16}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    monkeypatch.setattr(uploads, "parse_json", None)  # not reached: refused before parsing
+    body = b'{"images": ["a"], "x": [' + b",".join([b"0"] * 1_000_000) + b"]}"
+    r = client.post("/predict", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert_error(r, 422, "too many images", "at most 16")
 
 
 def test_empty_uploads(client: TestClient) -> None:
