@@ -29,6 +29,15 @@ def reduced_width(channels: int, reduction: int, min_width: int = MIN_WIDTH) -> 
     return max(channels // reduction, min_width)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A finite int or float; not a bool (YAML's `true` would build as 1)."""
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
 def check_reduction(reduction: int) -> None:
     if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
         raise ValueError(f"reduction={reduction!r} is invalid: expected an integer >= 1")
@@ -89,7 +98,7 @@ class CBAM(AttentionModule):
         self, channels: int, reduction: int = 16, kernel_size: int = 7, min_width: int = MIN_WIDTH
     ) -> None:
         super().__init__()
-        if kernel_size not in (3, 5, 7):
+        if not _is_int(kernel_size) or kernel_size not in (3, 5, 7):
             raise ValueError(f"kernel_size={kernel_size!r} is invalid: expected 3, 5 or 7")
         width = reduced_width(channels, reduction, min_width)
         self.mlp = nn.Sequential(
@@ -121,8 +130,10 @@ class ECA(AttentionModule):
 
     def __init__(self, channels: int, gamma: int = 2, beta: int = 1) -> None:
         super().__init__()
-        if gamma < 1:
-            raise ValueError(f"gamma={gamma!r} is invalid: expected >= 1")
+        if not _is_real(gamma) or not gamma >= 1:
+            raise ValueError(f"gamma={gamma!r} is invalid: expected a number >= 1")
+        if not _is_real(beta):
+            raise ValueError(f"beta={beta!r} is invalid: expected a finite number")
         k = eca_kernel_size(channels, gamma, beta)
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
 

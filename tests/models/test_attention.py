@@ -36,3 +36,23 @@ def test_min_width_sets_the_gate_floor():
         create_model("resnet8", "ecab", min_width=0)
     with pytest.raises(ValueError, match="takes no option 'layers'"):
         create_model("resnet8", "bav2", layers="all")
+
+
+@pytest.mark.parametrize(
+    "attention,options,message",
+    [
+        ("cbam", {"kernel_size": 7.0}, "kernel_size=7.0 is invalid"),
+        ("cbam", {"kernel_size": "7"}, "kernel_size='7' is invalid"),
+        ("eca", {"gamma": "2"}, "gamma='2' is invalid"),
+        ("eca", {"gamma": True}, "gamma=True is invalid"),
+        ("eca", {"gamma": float("nan")}, "gamma=nan is invalid"),
+        ("eca", {"beta": "x"}, "beta='x' is invalid"),
+        ("eca", {"beta": float("inf")}, "beta=inf is invalid"),
+        ("eca", {"beta": False}, "beta=False is invalid"),
+    ],
+)
+def test_bad_gate_option_values_are_clear_value_errors(attention, options, message):
+    # A value of the wrong type was a TypeError from deep inside torch (or built as 1 from a
+    # bool), which the train CLI, catching ValueError, showed as a traceback.
+    with pytest.raises(ValueError, match=message):
+        create_model("resnet8", attention, width=0.25, **options)
