@@ -19,6 +19,10 @@ from ecab_tune.models.bridge import EcabHead, Layer, descriptor
 from ecab_tune.models.registry import HEAD, check_options, create_attn, register_model
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
     conv = nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
     return [conv, nn.BatchNorm2d(c_out)]
@@ -117,10 +121,13 @@ class ResNet(nn.Module):
         **attention_kwargs: Any,
     ) -> None:
         super().__init__()
-        if not (isinstance(width, (int, float)) and 0 < width <= 8):
+        numeric = isinstance(width, (int, float)) and not isinstance(width, bool)
+        if not (numeric and 0 < width <= 8):
             raise ValueError(f"width={width!r} is invalid: expected 0 < width <= 8")
-        if num_classes < 2 or in_chans < 1:
-            raise ValueError(f"num_classes={num_classes}, in_chans={in_chans}: expected >= 2, >= 1")
+        if not (_is_int(num_classes) and num_classes >= 2 and _is_int(in_chans) and in_chans >= 1):
+            raise ValueError(
+                f"num_classes={num_classes!r}, in_chans={in_chans!r}: expected integers >= 2, >= 1"
+            )
         check_options(attention, attention_kwargs)
         planes = [max(2, round(p * width)) for p in planes]
         c_in = planes[0]

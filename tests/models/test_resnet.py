@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ecab_tune.models import create_model
@@ -21,3 +22,19 @@ def test_eval_forward_is_deterministic():
     model = create_model("resnet20", "ecab", layers="all", width=0.5).eval()
     x = torch.randn(4, 3, 32, 32)
     assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"width": True}, "width=True is invalid"),
+        ({"width": float("nan")}, "width=nan is invalid"),
+        ({"num_classes": 10.0}, "num_classes=10.0"),
+        ({"num_classes": True}, "num_classes=True"),
+        ({"in_chans": "3"}, "in_chans='3'"),
+    ],
+)
+def test_bad_network_arguments_are_clear_value_errors(kwargs, message):
+    # width=True built a width-1 network; a float class count was a TypeError from nn.Linear.
+    with pytest.raises(ValueError, match=message):
+        create_model("resnet8", "none", **kwargs)
