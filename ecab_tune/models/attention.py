@@ -29,17 +29,18 @@ def reduced_width(channels: int, reduction: int, min_width: int = MIN_WIDTH) -> 
     return max(channels // reduction, min_width)
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An int, not a bool (YAML's `true` would pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_real(value: object) -> bool:
-    """A finite int or float; not a bool (YAML's `true` would build as 1)."""
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    """A finite int or float; not a bool."""
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 def check_reduction(reduction: int) -> None:
-    if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+    if not is_int(reduction) or reduction < 1:
         raise ValueError(f"reduction={reduction!r} is invalid: expected an integer >= 1")
 
 
@@ -98,7 +99,7 @@ class CBAM(AttentionModule):
         self, channels: int, reduction: int = 16, kernel_size: int = 7, min_width: int = MIN_WIDTH
     ) -> None:
         super().__init__()
-        if not _is_int(kernel_size) or kernel_size not in (3, 5, 7):
+        if not is_int(kernel_size) or kernel_size not in (3, 5, 7):
             raise ValueError(f"kernel_size={kernel_size!r} is invalid: expected 3, 5 or 7")
         width = reduced_width(channels, reduction, min_width)
         self.mlp = nn.Sequential(

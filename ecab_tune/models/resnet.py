@@ -14,13 +14,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecab_tune.models.attention import AttentionModule
+from ecab_tune.models.attention import AttentionModule, is_int
 from ecab_tune.models.bridge import EcabHead, Layer, descriptor
 from ecab_tune.models.registry import HEAD, check_options, create_attn, register_model
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -124,7 +120,7 @@ class ResNet(nn.Module):
         numeric = isinstance(width, (int, float)) and not isinstance(width, bool)
         if not (numeric and 0 < width <= 8):
             raise ValueError(f"width={width!r} is invalid: expected 0 < width <= 8")
-        if not (_is_int(num_classes) and num_classes >= 2 and _is_int(in_chans) and in_chans >= 1):
+        if not (is_int(num_classes) and num_classes >= 2 and is_int(in_chans) and in_chans >= 1):
             raise ValueError(
                 f"num_classes={num_classes!r}, in_chans={in_chans!r}: expected integers >= 2, >= 1"
             )
