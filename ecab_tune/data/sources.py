@@ -11,6 +11,7 @@ import gzip
 import math
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    # gzip.BadGzipFile is an OSError; a damaged deflate stream is a zlib.error, which is not.
+    except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"{path}: cannot read: {exc}") from exc
     header = 4 + 4 * ndim
     if len(raw) < header or raw[:2] != b"\0\0" or raw[2] != _IDX_UBYTE or raw[3] != ndim:

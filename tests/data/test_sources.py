@@ -212,3 +212,17 @@ def test_real_fashion_mnist_subset(tmp_path: Path, no_downloads: None) -> None:
     assert (len(splits.train), len(splits.val), len(splits.test)) == (540, 60, 10000)
     assert len(splits.info.classes) == 10
     assert splits.train.labels.bincount().tolist() == [54] * 10
+
+
+def test_corrupt_gzip_idx_file_is_named(
+    tmp_path: Path, no_debian: Path, no_downloads: None
+) -> None:
+    """A damaged deflate stream raises zlib.error, which is no OSError: it must still be named."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    _write_fashion(raw, gz=True)
+    path = raw / "train-images-idx3-ubyte.gz"
+    damaged = bytearray(path.read_bytes())
+    damaged[10] ^= 0xFF  # the first byte of the deflate stream: an invalid block type
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz: cannot read"):
+        load_dataset("fashion-mnist", root=tmp_path)
