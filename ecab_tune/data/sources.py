@@ -211,13 +211,31 @@ def _cifar_split(paths: list[Path], labels_key: str, num_classes: int) -> Split:
             and data.shape[1] == row
         ):
             raise ValueError(f"{path}: 'data' must be a uint8 array of N×{row} pixel rows")
+        batch_labels = _labels(batch_labels, labels_key, path)
         if len(batch_labels) != len(data):
             raise ValueError(f"{path}: {len(batch_labels)} labels for {len(data)} images")
         images.append(data)
-        labels.append(np.asarray(batch_labels, dtype=np.int64))
+        labels.append(batch_labels)
     # Each row holds the red, then the green, then the blue 32×32 plane.
     pixels = np.concatenate(images).reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE)
     return _split(pixels, np.concatenate(labels), num_classes, paths[0].parent)
+
+
+def _labels(value: Any, key: str, path: Path) -> np.ndarray:
+    """A batch's labels as int64: a list of integers or a 1-D integer array, nothing else (a
+    float would be truncated to another class without a word)."""
+    ok = (
+        isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.integer)
+    ) or (
+        isinstance(value, list | tuple)
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+    )
+    if ok:
+        try:
+            return np.asarray(value, dtype=np.int64)
+        except OverflowError:
+            pass  # an integer beyond int64: no class index either
+    raise ValueError(f"{path}: {key!r} must be a list of class indices (integers)")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

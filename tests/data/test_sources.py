@@ -226,3 +226,18 @@ def test_corrupt_gzip_idx_file_is_named(
     path.write_bytes(bytes(damaged))
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz: cannot read"):
         load_dataset("fashion-mnist", root=tmp_path)
+
+
+@pytest.mark.parametrize("labels", [None, 3, [[1]], ["a"], [0.5], [2**70]])
+def test_cifar_labels_that_are_no_list_of_integers_are_named(
+    tmp_path: Path, no_downloads: None, labels: object
+) -> None:
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch = pickle.loads(path.read_bytes(), encoding="latin1")
+    key = next(k for k in batch if k in ("labels", b"labels"))
+    n = len(batch[next(k for k in batch if k in ("data", b"data"))])
+    batch[key] = labels * n if isinstance(labels, list) else labels
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_2: 'labels' must be a list of .*integers"):
+        load_dataset("cifar10", root=tmp_path, val_fraction=0)
