@@ -200,10 +200,15 @@ def command_parser(prog: str, doc: str, *examples: str, note: str = "") -> argpa
 
 def out_folder(text: str) -> Path:
     """`type=` of an `--out` flag: a folder to write into, absent or a folder, checked before
-    any work."""
+    any work (a path under a file could never be created: its first save would fail)."""
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file; expected a folder (or none yet)")
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise argparse.ArgumentTypeError(
+                    f"{part} is a file; expected a folder (or none yet)"
+                )
+            break
     return path
 
 

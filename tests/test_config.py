@@ -156,3 +156,17 @@ def test_every_out_flag_refuses_a_file_before_any_work(module: str, tmp_path):
     assert out_folder(str(tmp_path / "new")) == tmp_path / "new"
     with pytest.raises(argparse.ArgumentTypeError, match="is a file; expected a folder"):
         out_folder(str(tmp_path / "a file"))
+
+
+def test_an_out_folder_under_a_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """`--out FILE/sub` cannot be created: refused at parse time, not after an epoch's work."""
+    from ecab_tune import train
+
+    (tmp_path / "a file").write_text("mine")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"a file is a file; expected a folder"):
+        out_folder(str(tmp_path / "a file" / "sub" / "run"))
+    monkeypatch.setattr(train, "load_data", lambda *a: pytest.fail("data read"))
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--out", str(tmp_path / "a file" / "run")])
+    assert exit_.value.code == 2 and "--out" in capsys.readouterr().err
+    assert (tmp_path / "a file").read_text() == "mine"
