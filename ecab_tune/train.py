@@ -54,10 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ABSENT = object()
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the flags `argv` names, whatever their values: a flag typed at its default
+    value is given all the same. (argparse sets a default only where the namespace lacks the
+    attribute; a repeatable flag's default, None, already tells it apart.)"""
+    probe = argparse.Namespace(
+        **{
+            a.dest: _ABSENT
+            for a in parser._actions
+            if a.option_strings and not isinstance(a, argparse._AppendAction)
+        }
+    )
+    parsed = vars(parser.parse_args(argv, probe))
+    return {dest for dest, value in parsed.items() if value is not _ABSENT and value is not None}
+
+
 def resumed_configs(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path, argv: list[str]
 ) -> tuple[ModelConfig, DataConfig, TrainConfig]:
-    """The configs `out` was saved with; a flag given that contradicts them is refused."""
+    """The configs `out` was saved with; a flag given that contradicts them is refused, even one
+    typed at its default value."""
     meta = checkpoint.read_meta(out)
     if meta.train is None or "data_config" not in meta.extra:
         raise checkpoint.CheckpointError(
@@ -68,13 +87,16 @@ def resumed_configs(
     except (KeyError, TypeError, ValueError) as exc:
         raise checkpoint.CheckpointError(f"{out}/{checkpoint.META} is malformed: {exc}") from exc
     data = dataclasses.replace(data, **{k: getattr(args, k) for k in DATA_LOCATION})
-    defaults = parser.parse_args([])
+    given = given_flags(parser, argv) - set(DATA_LOCATION)
     flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
     for saved in (meta.model, data, meta.train):
-        given, default = from_args(type(saved), args), from_args(type(saved), defaults)
         for f in dataclasses.fields(saved):
-            value = getattr(given, f.name)
-            if f.name in flags and getattr(default, f.name) != value != getattr(saved, f.name):
+            if f.name not in given:
+                continue
+            value = getattr(args, f.name)
+            if isinstance(getattr(saved, f.name), dict):  # repeated KEY=VALUE pairs
+                value = dict(value)
+            if value != getattr(saved, f.name):
                 raise ValueError(
                     f"--resume continues {out} as it was saved: {flags[f.name]} {value} "
                     f"contradicts its {getattr(saved, f.name)} (leave the flag out)"
@@ -84,11 +106,12 @@ def resumed_configs(
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     out = args.out
     try:
         if args.resume:
-            model_cfg, data_cfg, train_cfg = resumed_configs(parser, args, out)
+            model_cfg, data_cfg, train_cfg = resumed_configs(parser, args, out, argv)
         else:
             data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
             model_cfg = from_args(ModelConfig, args)  # unknown attention options fail here

@@ -110,3 +110,33 @@ def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, monkeyp
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path / "file")])
     assert "--out" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "flags,words",
+    [
+        (["--lr", "0.1"], "--lr 0.1 contradicts its 0.3"),
+        (["--epochs", "10"], "--epochs 10 contradicts its 3"),
+        (["--model", "resnet20"], "--model resnet20 contradicts its resnet8"),
+        (["--val-fraction", "0.1"], "--val-fraction 0.1 contradicts its 0.2"),
+        (["--nesterov"], "--nesterov True contradicts its False"),
+    ],
+)
+def test_resume_refuses_a_flag_given_at_its_default_that_contradicts_the_checkpoint(
+    flags, words, tmp_path, capsys, monkeypatch
+):
+    """A flag the user typed is never ignored, even where its value is the flag's default."""
+    from ecab_tune.config import DataConfig, TrainConfig, to_dict
+    from ecab_tune.data.sources import FASHION_MNIST
+    from ecab_tune.models import ModelConfig
+
+    model_cfg = ModelConfig("resnet8", "se", width=0.25, num_classes=10, in_chans=1)
+    recipe = TrainConfig(epochs=3, lr=0.3, nesterov=False)
+    data = DataConfig(subset=200, val_fraction=0.2)
+    meta = checkpoint.Meta(model_cfg, FASHION_MNIST, recipe, extra={"data_config": to_dict(data)})
+    checkpoint.save(tmp_path / "cut", model_cfg.build(), meta)
+    monkeypatch.setattr(train, "load_data", lambda *a: pytest.fail("the flag was ignored"))
+    with pytest.raises(SystemExit) as exit_:
+        train.main([*flags, "--out", str(tmp_path / "cut"), "--resume"])
+    assert exit_.value.code == 2
+    assert words in capsys.readouterr().err
