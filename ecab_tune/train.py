@@ -25,7 +25,7 @@ from ecab_tune.config import (
     out_folder,
     to_dict,
 )
-from ecab_tune.data import DatasetNotFoundError, load_data
+from ecab_tune.data import DataInfo, DatasetNotFoundError, load_data
 from ecab_tune.device import choose_precision, resolve_device
 from ecab_tune.engine import make_trainer, run_metrics, save_trainer
 from ecab_tune.models import ModelConfig
@@ -104,6 +104,23 @@ def resumed_configs(
     return meta.model, data, meta.train
 
 
+def check_same_data(out: Path, dataset: str, info: DataInfo) -> None:
+    """A resumed run must read the data it was saved with: an image folder that gained a class
+    or other images since would meet a head of another width, or other normalisation."""
+    saved = checkpoint.read_meta(out).data
+    if info != saved:
+        name = next(
+            f.name
+            for f in dataclasses.fields(info)
+            if getattr(info, f.name) != getattr(saved, f.name)
+        )
+        raise ValueError(
+            f"--resume continues {out} as it was saved, but {dataset} is not the data it "
+            f"trained on: its {name}: {getattr(info, name)}, the checkpoint's: "
+            f"{getattr(saved, name)}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -118,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         choose_precision(device, train_cfg.precision)  # a bad pairing fails here, in one line
         splits = load_data(data_cfg, train_cfg.seed)
+        if args.resume:
+            check_same_data(out, data_cfg.dataset, splits.info)
         model_cfg = dataclasses.replace(
             model_cfg, num_classes=len(splits.info.classes), in_chans=splits.info.channels
         )

@@ -140,3 +140,29 @@ def test_resume_refuses_a_flag_given_at_its_default_that_contradicts_the_checkpo
         train.main([*flags, "--out", str(tmp_path / "cut"), "--resume"])
     assert exit_.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_resume_refuses_data_that_changed_since_the_checkpoint(tmp_path, capsys, monkeypatch):
+    """An image folder that gained a class (or other images) since the checkpoint is not the
+    data the run trained on: resuming would train the saved 2-class head on 3 classes' labels
+    (a traceback at the first batch) or normalise by other statistics, and overwrite the
+    checkpoint with a meta.json that no longer matches its weights."""
+    from synthetic import make_splits
+
+    from ecab_tune.config import DataConfig, TrainConfig, to_dict
+    from ecab_tune.models import ModelConfig
+
+    saved, now = make_splits(classes=2), make_splits(classes=3)
+    model_cfg = ModelConfig("resnet8", "se", width=0.25, num_classes=2, in_chans=1)
+    data = DataConfig(dataset="imagefolder:photos")
+    meta = checkpoint.Meta(
+        model_cfg, saved.info, TrainConfig(epochs=2), extra={"data_config": to_dict(data)}
+    )
+    checkpoint.save(tmp_path / "cut", model_cfg.build(), meta)
+    monkeypatch.setattr(train, "load_data", lambda *a: now)
+    monkeypatch.setattr(train, "make_trainer", lambda *a, **k: pytest.fail("resumed"))
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--out", str(tmp_path / "cut"), "--resume", "--device", "cpu"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "imagefolder:photos is not the data" in error and "classes" in error
