@@ -297,7 +297,12 @@ def make_trainer(
         model, state = model_cfg.build(seed=train_cfg.seed), None
     trainer = Trainer(model, splits, train_cfg, device)
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # foreign or hand-made
+            raise checkpoint.CheckpointError(
+                f"{resume_from}/{checkpoint.STATE} does not fit its weights and recipe: {exc!r}"
+            ) from exc
     return trainer
 
 

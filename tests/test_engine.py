@@ -89,3 +89,16 @@ def test_compile_is_left_out_on_the_cpu():
     # Inductor's CPU backward gave changing gradients and a corrupted heap here (engine.py).
     trainer = tiny_trainer(epochs=1, compile=True)
     assert not trainer.compiled and trainer.forward is trainer.model
+
+
+def test_a_resume_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    from ecab_tune import checkpoint
+
+    first = tiny_trainer(epochs=2)
+    first.fit(lambda result: True)
+    save_trainer(tmp_path, first, TINY)
+    state = torch.load(tmp_path / checkpoint.STATE, weights_only=True)
+    key = next(iter(state))
+    torch.save({k: v for k, v in state.items() if k != key}, tmp_path / checkpoint.STATE)
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit its weights and recipe"):
+        make_trainer(TINY, make_splits(), first.cfg, CPU, resume_from=tmp_path)
