@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,11 +88,15 @@ def _upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
     return train
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write via a temporary file and rename: a crash or a failed write leaves the old file (or
+    none), never a half-written one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save(
@@ -104,11 +109,11 @@ def save(
     # Overwriting: unmark first, so a save killed half-way never pairs new weights with an
     # older resume state (the folder then simply holds no checkpoint).
     (folder / META).unlink(missing_ok=True)
-    _write_atomic(folder / WEIGHTS, lambda p: save_file(weights, str(p)))
+    write_atomic(folder / WEIGHTS, lambda p: save_file(weights, str(p)))
     if train_state is not None:
-        _write_atomic(folder / STATE, lambda p: torch.save(train_state, p))
+        write_atomic(folder / STATE, lambda p: torch.save(train_state, p))
     # Metadata last: its presence marks a complete checkpoint.
-    _write_atomic(folder / META, lambda p: p.write_text(json.dumps(meta.to_dict(), indent=2)))
+    write_atomic(folder / META, lambda p: p.write_text(json.dumps(meta.to_dict(), indent=2)))
     return folder
 
 

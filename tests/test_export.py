@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from serve_support import ROOT, encode, fashion_test_images, make_checkpoint
 
 from ecab_tune import checkpoint
-from ecab_tune.export import SIGNATURE, export_model
+from ecab_tune.export import SIGNATURE, ExportError, export_model
 from ecab_tune.models.inference import forward_with_attention
 from serve.app import create_app
 from serve.settings import ServeSettings
@@ -115,6 +115,24 @@ def test_torchscript_matches_pytorch_on_fashion_mnist(
     with torch.inference_mode():
         got = [t.numpy() for t in loaded(fashion)]
     assert_outputs_match(names, got, reference(ckpts[attention], fashion))
+
+
+def test_a_failed_export_leaves_the_earlier_one_as_it_was(
+    ckpts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = export_model(ckpts["cbam"], "torchscript", tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def save_half_then_fail(module, file, **kw):
+        Path(file).write_bytes(b"half a model")
+        raise RuntimeError("disk full\nmore detail")
+
+    monkeypatch.setattr(torch.jit, "save", save_half_then_fail)
+    failed = r"the torchscript exporter failed: RuntimeError: disk full$"  # its first line
+    with pytest.raises(ExportError, match=failed):
+        export_model(ckpts["bridge"], "torchscript", tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
+    assert path.name in before
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -83,8 +83,9 @@ def signature(wrapper: ExportedModel, data: DataInfo, fmt: str) -> dict[str, Any
 def export_model(folder: str | Path, fmt: str, out: str | Path) -> Path:
     """Export the checkpoint in `folder` as `fmt` into `out`; returns the model file's path.
 
-    Raises `CheckpointError` for a folder that is not a usable checkpoint and `ExportError`
-    when the exported model does not answer as the checkpoint does.
+    Raises `CheckpointError` for a folder that is not a usable checkpoint, and `ExportError`
+    when the exporter fails or TorchScript tracing fixed the batch size; either way an earlier
+    export in `out` is left as it was. (The tests run the ONNX file against the checkpoint.)
     """
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is unknown; expected {' or '.join(FORMATS)}")
@@ -102,11 +103,19 @@ def export_model(folder: str | Path, fmt: str, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILES[fmt]
     sig = signature(wrapper, d, fmt)
-    if fmt == "onnx":
-        _to_onnx(wrapper, example, path)
-    else:
-        _to_torchscript(wrapper, example, path, sig)
-    (out / SIGNATURE).write_text(json.dumps(sig, indent=2) + "\n")
+    try:
+        if fmt == "onnx":
+            checkpoint.write_atomic(path, lambda p: _to_onnx(wrapper, example, p))
+        else:
+            checkpoint.write_atomic(path, lambda p: _to_torchscript(wrapper, example, p, sig))
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter's own failure (torch raises many kinds), in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"the {fmt} exporter failed: {type(exc).__name__}: {first}") from exc
+    checkpoint.write_atomic(
+        out / SIGNATURE, lambda p: p.write_text(json.dumps(sig, indent=2) + "\n")
+    )
     return path
 
 
