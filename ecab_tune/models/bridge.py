@@ -251,7 +251,8 @@ class AdaptiveBridgeAttention(AttentionModule):
 
 
 class EcabHead(nn.Module):
-    """The study's literal variant: every conv descriptor concatenated → linear → classifier."""
+    """The study's literal variant: every conv descriptor and the pooled final feature map
+    (the plain classifier's input) concatenated → linear → classifier."""
 
     def __init__(self, source_channels: Sequence[int], width: int, num_classes: int) -> None:
         super().__init__()
