@@ -73,11 +73,14 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 
 
 def resumed_configs(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path, argv: list[str]
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    meta: checkpoint.Meta,
+    out: Path,
+    argv: list[str],
 ) -> tuple[ModelConfig, DataConfig, TrainConfig]:
     """The configs `out` was saved with; a flag given that contradicts them is refused, even one
     typed at its default value."""
-    meta = checkpoint.read_meta(out)
     if meta.train is None or "data_config" not in meta.extra:
         raise checkpoint.CheckpointError(
             f"{out} was not saved by python -m ecab_tune.train, so it cannot be resumed here"
@@ -104,10 +107,9 @@ def resumed_configs(
     return meta.model, data, meta.train
 
 
-def check_same_data(out: Path, dataset: str, info: DataInfo) -> None:
+def check_same_data(out: Path, dataset: str, info: DataInfo, saved: DataInfo) -> None:
     """A resumed run must read the data it was saved with: an image folder that gained a class
     or other images since would meet a head of another width, or other normalisation."""
-    saved = checkpoint.read_meta(out).data
     if info != saved:
         name = next(
             f.name
@@ -126,17 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     out = args.out
+    saved = None
     try:
         if args.resume:
-            model_cfg, data_cfg, train_cfg = resumed_configs(parser, args, out, argv)
+            saved = checkpoint.read_meta(out)
+            model_cfg, data_cfg, train_cfg = resumed_configs(parser, args, saved, out, argv)
         else:
             data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
             model_cfg = from_args(ModelConfig, args)  # unknown attention options fail here
         device = resolve_device(args.device)
         choose_precision(device, train_cfg.precision)  # a bad pairing fails here, in one line
         splits = load_data(data_cfg, train_cfg.seed)
-        if args.resume:
-            check_same_data(out, data_cfg.dataset, splits.info)
+        if saved is not None:
+            check_same_data(out, data_cfg.dataset, splits.info, saved.data)
         model_cfg = dataclasses.replace(
             model_cfg, num_classes=len(splits.info.classes), in_chans=splits.info.channels
         )
@@ -155,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     if splits.val is None:
         print(
             "[train] note: no validation split (--val-fraction 0): the test split stands in",
+            flush=True,
+        )
+    if not args.resume and (out / checkpoint.META).is_file():
+        # Said before the first epoch ends: until then the old checkpoint is still whole.
+        print(
+            f"[train] note: the first epoch replaces the checkpoint in {out} "
+            "(--resume continues it; another --out keeps it)",
             flush=True,
         )
 

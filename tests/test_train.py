@@ -88,6 +88,18 @@ def test_resume_continues_with_the_saved_configs_and_refuses_contradicting_flags
         assert words in capsys.readouterr().err
     # The same flags as saved, or where the data lives, are fine.
     assert train.main([*TINY, "--data-dir", "elsewhere", "--out", str(cut), "--resume"]) == 0
+    assert "replaces the checkpoint" not in "\n".join(expected) + capsys.readouterr().out
+
+    # A fresh run into a checkpoint's folder says so while that checkpoint is still whole.
+    def stopped_before_saving(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    saved = (whole / checkpoint.META).read_bytes()
+    monkeypatch.setattr(train, "save_trainer", stopped_before_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*TINY, "--out", str(whole)])
+    assert f"the first epoch replaces the checkpoint in {whole}" in capsys.readouterr().out
+    assert (whole / checkpoint.META).read_bytes() == saved
 
 
 @pytest.mark.parametrize(

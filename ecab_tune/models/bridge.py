@@ -25,7 +25,7 @@ from ecab_tune.models.attention import MIN_WIDTH, AttentionModule, channel_gate,
 
 FUSIONS = ("sum", "concat")
 LAYER_WORDS = ("block", "lastK", "stage", "all", "a list of negative indices (-1: last)")
-_LAST_K = re.compile(r"last(\d+)")
+_LAST_K = re.compile(r"last([1-9][0-9]*)")  # one spelling: no "last02", no other digits
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def check_layers(spec: Any) -> None:
     """Reject a malformed `layers` option before any network is built."""
     if isinstance(spec, str):
         match = _LAST_K.fullmatch(spec)
-        if spec in ("block", "stage", "all") or (match and int(match[1]) >= 1):
+        if spec in ("block", "stage", "all") or match:
             return
     elif (
         isinstance(spec, (list, tuple))

@@ -44,6 +44,8 @@ def test_every_model_and_attention_builds_and_runs(name, attention):
         ({"fusion": "sum", "project": False, "layers": "last2"}, "needs equal widths"),
         ({"layers": [-99]}, "reaches before the stem"),
         ({"layers": "last0"}, "layers='last0' is invalid"),
+        ({"layers": "last02"}, "layers='last02' is invalid"),  # one spelling per option
+        ({"layers": "last\u0662"}, "is invalid"),  # an Arabic-Indic 2: int() reads it
         ({"layers": [1, 2]}, "is invalid"),
         ({"fusion": "mean"}, "fusion='mean' is invalid"),
         ({"reduction": 0}, "reduction=0 is invalid"),
