@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ecab_tune.checkpoint import Meta
 from ecab_tune.data.imagefolder import TEST_FRACTION
 from ecab_tune.models import resolved_options
@@ -62,6 +64,12 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _yaml_list(values: list[str]) -> str:
+    """A front-matter list, quoted where YAML needs it: an image folder's dataset name is its
+    path, whose `, ` or `: ` would split it or break the front matter."""
+    return yaml.safe_dump(values, default_flow_style=True, allow_unicode=True, width=1 << 30)[:-1]
+
+
 def _split_of(metric: str) -> str | None:
     return next((split for prefix, split in SPLITS.items() if metric.startswith(prefix)), None)
 
@@ -75,8 +83,8 @@ def render_card(meta: Meta) -> str:
         "---",
         "library_name: ecab_tune",
         "pipeline_tag: image-classification",
-        f"tags: [image-classification, channel-attention, {m.attention}, {m.name}]",
-        f"datasets: [{dataset}]",
+        f"tags: {_yaml_list(['image-classification', 'channel-attention', m.attention, m.name])}",
+        f"datasets: {_yaml_list([dataset])}",
         "metrics: [accuracy]",
         "---",
         "",
