@@ -15,6 +15,7 @@ import yaml
 from ecab_tune.checkpoint import Meta
 from ecab_tune.data.imagefolder import TEST_FRACTION
 from ecab_tune.models import resolved_options
+from ecab_tune.models.registry import HEAD
 
 CARD, CONFIG = "README.md", "config.json"
 # Metric prefixes and the split each one was measured on, in the card's words.
@@ -64,6 +65,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _attention_phrase(attention: str) -> str:
+    """Where the model's attention sits: `none` has none, ecab_head's is its classifier."""
+    if attention == "none":
+        return "without attention"
+    if attention == HEAD:
+        return (
+            "with ECAB's head (every conv descriptor and the pooled final feature map feed the "
+            "classifier; no gates in the blocks)"
+        )
+    return f"with the `{attention}` gate in every residual block"
+
+
 def _yaml_list(values: list[str]) -> str:
     """A front-matter list, quoted where YAML needs it: an image folder's dataset name is its
     path, whose `, ` or `: ` would split it or break the front matter."""
@@ -90,8 +103,8 @@ def render_card(meta: Meta) -> str:
         "",
         f"# {m.name} with {m.attention} attention on {dataset}",
         "",
-        f"A {m.name} (width ×{m.width}) with the `{m.attention}` gate in every residual block, "
-        f"classifying {d.channels}×{d.height}×{d.width} images into {len(d.classes)} classes."
+        f"A {m.name} (width ×{m.width}) {_attention_phrase(m.attention)}, classifying "
+        f"{d.channels}×{d.height}×{d.width} images into {len(d.classes)} classes."
         + (f" Exported by the search `{search['name']}`." if search.get("name") else ""),
         "",
         "## Model",

@@ -74,6 +74,18 @@ def test_front_matter_holds_an_image_folders_path_as_one_dataset() -> None:
     assert front_matter(render_card(SEARCHED))["tags"][2:] == ["ecab", "resnet8"]
 
 
+@pytest.mark.parametrize(
+    ("attention", "words"),
+    [("none", "without attention"), ("ecab_head", "no gates"), ("ecab", "gate in every")],
+)
+def test_card_says_where_the_attention_is(attention: str, words: str) -> None:
+    # `none` has no gate and ecab_head's attention is its classifier, not a gate per block.
+    model = dataclasses.replace(ECAB, attention=attention, attention_kwargs={})
+    summary = render_card(Meta(model, FASHION)).split("## Model")[0]
+    assert words in summary
+    assert ("gate in every residual block" in summary) == (attention == "ecab")
+
+
 def test_card_of_a_checkpoint_no_search_made() -> None:
     card = render_card(Meta(ECAB, FASHION, metrics={"test_acc": 0.5}))
     assert "Not by a search." in card
