@@ -10,9 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ecab_tune.checkpoint import Meta
 from ecab_tune.data.imagefolder import TEST_FRACTION
 from ecab_tune.models import resolved_options
+from ecab_tune.models.registry import HEAD
 
 CARD, CONFIG = "README.md", "config.json"
 # Metric prefixes and the split each one was measured on, in the card's words.
@@ -62,6 +65,24 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _attention_phrase(attention: str) -> str:
+    """Where the model's attention sits: `none` has none, ecab_head's is its classifier."""
+    if attention == "none":
+        return "without attention"
+    if attention == HEAD:
+        return (
+            "with ECAB's head (every conv descriptor and the pooled final feature map feed the "
+            "classifier; no gates in the blocks)"
+        )
+    return f"with the `{attention}` gate in every residual block"
+
+
+def _yaml_list(values: list[str]) -> str:
+    """A front-matter list, quoted where YAML needs it: an image folder's dataset name is its
+    path, whose `, ` or `: ` would split it or break the front matter."""
+    return yaml.safe_dump(values, default_flow_style=True, allow_unicode=True, width=1 << 30)[:-1]
+
+
 def _split_of(metric: str) -> str | None:
     return next((split for prefix, split in SPLITS.items() if metric.startswith(prefix)), None)
 
@@ -75,15 +96,15 @@ def render_card(meta: Meta) -> str:
         "---",
         "library_name: ecab_tune",
         "pipeline_tag: image-classification",
-        f"tags: [image-classification, channel-attention, {m.attention}, {m.name}]",
-        f"datasets: [{dataset}]",
+        f"tags: {_yaml_list(['image-classification', 'channel-attention', m.attention, m.name])}",
+        f"datasets: {_yaml_list([dataset])}",
         "metrics: [accuracy]",
         "---",
         "",
         f"# {m.name} with {m.attention} attention on {dataset}",
         "",
-        f"A {m.name} (width ×{m.width}) with the `{m.attention}` gate in every residual block, "
-        f"classifying {d.channels}×{d.height}×{d.width} images into {len(d.classes)} classes."
+        f"A {m.name} (width ×{m.width}) {_attention_phrase(m.attention)}, classifying "
+        f"{d.channels}×{d.height}×{d.width} images into {len(d.classes)} classes."
         + (f" Exported by the search `{search['name']}`." if search.get("name") else ""),
         "",
         "## Model",

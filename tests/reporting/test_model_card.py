@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import yaml
 from search_support import needs_fmnist
 from serve_support import FASHION
 
@@ -58,6 +60,30 @@ def test_card_gives_each_metric_its_split_and_the_search_that_chose_it() -> None
     assert "**Partial:**" in card  # an interrupted search says so
     assert row(card, "lr") == "| lr | 0.05 |"  # the trial's parameter and the recipe agree
     assert "## Intended use and limits" in card
+
+
+def front_matter(card: str) -> dict:
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_front_matter_holds_an_image_folders_path_as_one_dataset() -> None:
+    # An image folder's dataset is named by its path, which may hold YAML's `, `, `: ` or ` #`.
+    name = "imagefolder:/data/shoes, boots: v2 #3"
+    meta = dataclasses.replace(SEARCHED, data=dataclasses.replace(FASHION, name=name))
+    assert front_matter(render_card(meta))["datasets"] == [name]
+    assert front_matter(render_card(SEARCHED))["tags"][2:] == ["ecab", "resnet8"]
+
+
+@pytest.mark.parametrize(
+    ("attention", "words"),
+    [("none", "without attention"), ("ecab_head", "no gates"), ("ecab", "gate in every")],
+)
+def test_card_says_where_the_attention_is(attention: str, words: str) -> None:
+    # `none` has no gate and ecab_head's attention is its classifier, not a gate per block.
+    model = dataclasses.replace(ECAB, attention=attention, attention_kwargs={})
+    summary = render_card(Meta(model, FASHION)).split("## Model")[0]
+    assert words in summary
+    assert ("gate in every residual block" in summary) == (attention == "ecab")
 
 
 def test_card_of_a_checkpoint_no_search_made() -> None:
