@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import typing
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 
@@ -55,8 +57,35 @@ def _member(value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
+_RECIPE_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _check_type(name: str, value: Any) -> None:
+    """A recipe value of its field's type: TrainConfig checks ranges, not types, so a float
+    batch size or a precision typo failed in every trial, and 'false' trained as True."""
+    hint = _RECIPE_TYPES[name]
+    if typing.get_origin(hint) is Literal:
+        allowed = typing.get_args(hint)
+        ok, expected = value in allowed, f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+    elif hint is bool:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(value, bool):
+        ok, expected = False, "a number"
+    elif hint is int:
+        ok, expected = isinstance(value, int), "an integer"
+    else:
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        expected = "a finite number"
+    if not ok:
+        raise ValueError(f"{name}={value!r} is invalid: expected {expected}")
+
+
 def check_train(values: dict[str, Any], epochs: int) -> None:
-    """The recipe values build a TrainConfig of `epochs` (its own checks, in its own words)."""
+    """The recipe values build a TrainConfig of `epochs` (its own checks, in its own words),
+    each value of its field's type."""
+    for name, value in values.items():
+        if name in _RECIPE_TYPES:
+            _check_type(name, value)
     try:
         TrainConfig(**{**values, "epochs": epochs})
     except (TypeError, ValueError) as exc:
@@ -219,7 +248,12 @@ class ParamSpec(_Section):
         return self
 
     def extremes(self) -> tuple[Any, ...]:
-        return self.values if self.type == "choice" else (self.low, self.high)
+        """The values a draw can take at either end, of the type it takes them in."""
+        if self.type == "choice":
+            return self.values
+        if self.type in INT_TYPES:
+            return (int(self.low), int(self.high))  # type: ignore[arg-type]
+        return (self.low, self.high)
 
     def contains(self, value: Any) -> bool:
         """Whether a draw could give `value` (a `when`'s, a trial of an earlier search)."""
@@ -320,7 +354,6 @@ class SpaceFile(_Section):
                 if dep.startswith(ATTN_PREFIX)
             }
             for value in param.extremes():
-                value = int(value) if param.type in INT_TYPES else value
                 for attention in self._attentions(param):
                     self._check_model(key, attention, {**fixed, option: value})
 
