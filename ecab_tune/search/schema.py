@@ -225,7 +225,11 @@ class ParamSpec(_Section):
             return {}
         if not isinstance(raw, dict) or not raw:
             raise ValueError("expected a mapping of earlier parameter -> value(s)")
-        return {k: tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in raw.items()}
+        conditions = {k: tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in raw.items()}
+        for dep, values in conditions.items():
+            if not values:  # no value meets it: the parameter would silently never be drawn
+                raise KeyedError(str(dep), "lists no value; list the values that draw it")
+        return conditions
 
     @model_validator(mode="after")
     def _drawable(self) -> ParamSpec:

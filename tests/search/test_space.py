@@ -195,6 +195,11 @@ params:
             "lr never takes 0.9; it takes values in [0.01, 0.5]",
         ),
         (
+            VALID + "  momentum: {type: uniform, low: 0.8, high: 0.9, when: {lr: []}}\n",
+            "params.momentum.when.lr",
+            "lists no value",
+        ),
+        (
             VALID.replace("max_epochs: 3", "max_epochs: 3, metric: accuracy"),
             "defaults.metric",
             "'accuracy' is not allowed; allowed: train_loss, train_acc, val_loss, val_acc",
