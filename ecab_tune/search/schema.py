@@ -238,6 +238,14 @@ class ParamSpec(_Section):
                 raise KeyedError("values", "a choice needs a non-empty list of values")
             if len(set(map(repr, self.values))) != len(self.values):
                 raise KeyedError("values", f"duplicate values in {list(self.values)}")
+            # What Optuna stores; a list drew with a warning, and the report failed on it.
+            for value in self.values:
+                if value is not None and not isinstance(value, str | int | float):
+                    raise KeyedError(
+                        "values",
+                        f"{value!r} is no single value; a choice takes strings, numbers, "
+                        "true/false or null",
+                    )
             return self
         for which in ("low", "high"):
             if getattr(self, which) is None:

@@ -194,6 +194,12 @@ params:
             "params.momentum.when.lr",
             "lr never takes 0.9; it takes values in [0.01, 0.5]",
         ),
+        # Optuna stores only single values; a list drew with a warning and broke the report.
+        (
+            VALID + "  attention.layers: {type: choice, values: [all, [-1, -2]]}\n",
+            "params.attention.layers.values",
+            "[-1, -2] is no single value",
+        ),
         (
             VALID + "  momentum: {type: uniform, low: 0.8, high: 0.9, when: {lr: []}}\n",
             "params.momentum.when.lr",
