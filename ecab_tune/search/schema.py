@@ -27,7 +27,7 @@ from pydantic import (
 
 from ecab_tune.config import TrainConfig
 from ecab_tune.models import ModelConfig, attention_options, list_attentions, list_models
-from ecab_tune.search.objectives import REPORTED
+from ecab_tune.search.objectives import REPORTED, natural_mode
 
 ATTN_PREFIX = "attention."
 MODEL_KEYS = ("model", "width", "attention")
@@ -165,6 +165,15 @@ class Defaults(_Section):
     @classmethod
     def _extra_key(cls, key: Any) -> bool:
         return str(key).startswith(ATTN_PREFIX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _natural_mode(cls, raw: Any) -> Any:
+        """A metric given without a mode goes its natural way: `metric: val_loss` alone was
+        maximised (the mode's default)."""
+        if isinstance(raw, dict) and "mode" not in raw and isinstance(raw.get("metric"), str):
+            return {**raw, "mode": natural_mode(raw["metric"])}
+        return raw
 
     @property
     def attention_options(self) -> dict[str, Any]:

@@ -320,6 +320,20 @@ def test_an_int_range_of_a_recipe_value_draws_integers(tmp_path):
     assert isinstance(train.batch_size, int) and 32 <= train.batch_size <= 256
 
 
+@pytest.mark.parametrize(
+    "given,mode",
+    [
+        ("metric: val_loss", "min"),
+        ("metric: val_acc", "max"),
+        ("metric: val_loss, mode: max", "max"),
+    ],
+)
+def test_a_space_metric_without_a_mode_is_optimised_its_natural_way(tmp_path, given, mode):
+    # mode defaulted to max whatever the metric: `metric: val_loss` maximised the loss.
+    text = VALID.replace("max_epochs: 3", f"max_epochs: 3, {given}")
+    assert load_space(write(tmp_path, text)).defaults.mode == mode
+
+
 def test_a_budget_other_than_the_spaces_must_fit_its_recipe(tmp_path):
     space = load_space(
         write(tmp_path, VALID + "  warmup_epochs: {type: uniform, low: 0, high: 2}\n")
