@@ -3,6 +3,7 @@ and read back from the experiment folder by `--resume`."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import shlex
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecab_tune.cluster import check_resources
-from ecab_tune.config import DataConfig, from_dict, option_help, to_dict
+from ecab_tune.config import DataConfig, from_dict, option_help, out_folder, to_dict
 from ecab_tune.experiment import SEARCH_FILE
 from ecab_tune.search.objectives import Objective, parse_objectives
 from ecab_tune.search.space import SearchSpace
@@ -130,6 +131,19 @@ class SearchConfig:
             raise ValueError(f"--name={self.name!r} must be a plain folder name")
         if self.objectives is not None:
             parse_objectives(self.objectives)
+        self._check_folders()
+
+    def _check_folders(self) -> None:
+        """--storage and --snapshot can be made: one under a file failed only at its first
+        write, --storage once the data had loaded and Ray had started, --snapshot at the end."""
+        for key in ("storage", "snapshot"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            try:
+                out_folder(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"--{key} {exc}") from exc
 
     def resolved(self, space: SearchSpace) -> SearchConfig:
         """Fill every None from the space's defaults, so the run is fully specified."""

@@ -32,6 +32,10 @@
    and checkpoints into the old folder. Tune moves only the trials it restores. The searcher's
    pickles now leave out its Optuna study, which `reopen` opens in the experiment folder where
    it now lies; `restore_tuner` points the rest there.
+9. Optuna's `GridSampler` calls `study.stop()` once every grid point is drawn, which works only
+   inside `study.optimize`: under Tune's ask and tell it raised from `tell`, so a grid's last
+   trial, stopped or diverged, ended as Ray's "Error stopping trial" (a finished one, a
+   warning). `TuneGridSampler` leaves the stop to Tune (`num_samples`).
 
 These reach into private attributes of `OptunaSearch`, `AsyncHyperBandScheduler`, `Tuner` and
 Optuna's storage: tested with ray 2.60 and optuna 5.0, the minor releases pyproject.toml bounds
@@ -189,6 +193,13 @@ class BudgetAwareOptunaSearch(OptunaSearch):
                     trial.set_user_attr(key, value)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # see 3. above: the study already holds this trial's end
+
+
+class TuneGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its end-of-grid `study.stop()` (see 9. above)."""
+
+    def after_trial(self, *args: Any, **kw: Any) -> None:
+        pass
 
 
 def _optuna_id(trial: optuna.trial.Trial | int) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import typing
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 
@@ -25,7 +27,7 @@ from pydantic import (
 
 from ecab_tune.config import TrainConfig
 from ecab_tune.models import ModelConfig, attention_options, list_attentions, list_models
-from ecab_tune.search.objectives import REPORTED
+from ecab_tune.search.objectives import REPORTED, natural_mode
 
 ATTN_PREFIX = "attention."
 MODEL_KEYS = ("model", "width", "attention")
@@ -55,8 +57,35 @@ def _member(value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
+_RECIPE_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _check_type(name: str, value: Any) -> None:
+    """A recipe value of its field's type: TrainConfig checks ranges, not types, so a float
+    batch size or a precision typo failed in every trial, and 'false' trained as True."""
+    hint = _RECIPE_TYPES[name]
+    if typing.get_origin(hint) is Literal:
+        allowed = typing.get_args(hint)
+        ok, expected = value in allowed, f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+    elif hint is bool:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(value, bool):
+        ok, expected = False, "a number"
+    elif hint is int:
+        ok, expected = isinstance(value, int), "an integer"
+    else:
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        expected = "a finite number"
+    if not ok:
+        raise ValueError(f"{name}={value!r} is invalid: expected {expected}")
+
+
 def check_train(values: dict[str, Any], epochs: int) -> None:
-    """The recipe values build a TrainConfig of `epochs` (its own checks, in its own words)."""
+    """The recipe values build a TrainConfig of `epochs` (its own checks, in its own words),
+    each value of its field's type."""
+    for name, value in values.items():
+        if name in _RECIPE_TYPES:
+            _check_type(name, value)
     try:
         TrainConfig(**{**values, "epochs": epochs})
     except (TypeError, ValueError) as exc:
@@ -137,6 +166,15 @@ class Defaults(_Section):
     def _extra_key(cls, key: Any) -> bool:
         return str(key).startswith(ATTN_PREFIX)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _natural_mode(cls, raw: Any) -> Any:
+        """A metric given without a mode goes its natural way: `metric: val_loss` alone was
+        maximised (the mode's default)."""
+        if isinstance(raw, dict) and "mode" not in raw and isinstance(raw.get("metric"), str):
+            return {**raw, "mode": natural_mode(raw["metric"])}
+        return raw
+
     @property
     def attention_options(self) -> dict[str, Any]:
         return {k[len(ATTN_PREFIX) :]: v for k, v in (self.model_extra or {}).items()}
@@ -196,7 +234,11 @@ class ParamSpec(_Section):
             return {}
         if not isinstance(raw, dict) or not raw:
             raise ValueError("expected a mapping of earlier parameter -> value(s)")
-        return {k: tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in raw.items()}
+        conditions = {k: tuple(v) if isinstance(v, list | tuple) else (v,) for k, v in raw.items()}
+        for dep, values in conditions.items():
+            if not values:  # no value meets it: the parameter would silently never be drawn
+                raise KeyedError(str(dep), "lists no value; list the values that draw it")
+        return conditions
 
     @model_validator(mode="after")
     def _drawable(self) -> ParamSpec:
@@ -205,6 +247,14 @@ class ParamSpec(_Section):
                 raise KeyedError("values", "a choice needs a non-empty list of values")
             if len(set(map(repr, self.values))) != len(self.values):
                 raise KeyedError("values", f"duplicate values in {list(self.values)}")
+            # What Optuna stores; a list drew with a warning, and the report failed on it.
+            for value in self.values:
+                if value is not None and not isinstance(value, str | int | float):
+                    raise KeyedError(
+                        "values",
+                        f"{value!r} is no single value; a choice takes strings, numbers, "
+                        "true/false or null",
+                    )
             return self
         for which in ("low", "high"):
             if getattr(self, which) is None:
@@ -219,7 +269,12 @@ class ParamSpec(_Section):
         return self
 
     def extremes(self) -> tuple[Any, ...]:
-        return self.values if self.type == "choice" else (self.low, self.high)
+        """The values a draw can take at either end, of the type it takes them in."""
+        if self.type == "choice":
+            return self.values
+        if self.type in INT_TYPES:
+            return (int(self.low), int(self.high))  # type: ignore[arg-type]
+        return (self.low, self.high)
 
     def contains(self, value: Any) -> bool:
         """Whether a draw could give `value` (a `when`'s, a trial of an earlier search)."""
@@ -320,7 +375,6 @@ class SpaceFile(_Section):
                 if dep.startswith(ATTN_PREFIX)
             }
             for value in param.extremes():
-                value = int(value) if param.type in INT_TYPES else value
                 for attention in self._attentions(param):
                     self._check_model(key, attention, {**fixed, option: value})
 

@@ -24,7 +24,9 @@ def make_sampler(cfg: SearchConfig, space: SearchSpace) -> Any:
     import optuna
 
     if cfg.searcher == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=cfg.seed)
+        from ecab_tune.search.patches import TuneGridSampler  # imports Ray
+
+        return TuneGridSampler(space.grid(), seed=cfg.seed)
     if cfg.searcher == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     # constant_liar: parallel trials don't all get the same suggestion while others run.

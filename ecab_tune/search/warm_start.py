@@ -44,8 +44,7 @@ def load_old_trials(old_dir: Path) -> tuple[list[OldTrial], int]:
     except ValueError as exc:
         raise ValueError(f"--warm-start: {exc}") from exc
     names = optuna.get_all_study_names(storage)
-    search_file = old_dir / SEARCH_FILE
-    stored = json.loads(search_file.read_text()) if search_file.is_file() else {}
+    stored = _old_settings(old_dir)
     name = stored.get("name") if stored.get("name") in names else (names[0] if names else None)
     if name is None:
         raise ValueError(f"--warm-start: {db} holds no study")
@@ -66,7 +65,24 @@ def load_old_trials(old_dir: Path) -> tuple[list[OldTrial], int]:
                 folder=folder,
             )
         )
-    return trials, int(stored.get("max_epochs") or 0)
+    return trials, stored.get("max_epochs") or 0
+
+
+def _old_settings(old_dir: Path) -> dict[str, Any]:
+    """The old search's search.json; none for a search older than that file."""
+    path = old_dir / SEARCH_FILE
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a JSON object, got {type(stored).__name__}")
+        budget = stored.get("max_epochs")
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)):
+            raise ValueError(f"max_epochs {budget!r} is no whole number")
+    except (OSError, ValueError) as exc:  # JSONDecodeError included
+        raise ValueError(f"--warm-start: cannot use {path} ({exc})") from exc
+    return stored
 
 
 def check_compatible(old: Sequence[OldTrial], space: SearchSpace, old_dir: Path) -> None:

@@ -99,6 +99,16 @@ def test_a_warm_started_search_resumes_without_seeding_again(tmp_path):
         prepare(SearchConfig(name="w", storage=str(tmp_path), resume=True, warm_start=str(exp)))
 
 
+@pytest.mark.parametrize("key", ["storage", "snapshot"])
+def test_a_folder_under_a_file_is_refused_before_any_work(tmp_path, key):
+    # It could never be made: --storage failed with a traceback once the data had loaded and
+    # Ray had started, --snapshot after the whole search.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("")
+    with pytest.raises(ValueError, match=rf"--{key} {notes} is a file; expected a folder"):
+        SearchConfig(**{key: str(notes / "runs")})
+
+
 def test_a_space_that_forms_no_grid_is_refused_before_any_folder_is_made(tmp_path):
     cfg = SearchConfig(space="quick", name="g", storage=str(tmp_path), searcher="grid")
     with pytest.raises(ValueError, match="the grid searcher needs unconditional choice"):

@@ -13,6 +13,7 @@ import pytest
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import TrialScheduler
 
+from ecab_tune.search.config import SearchConfig
 from ecab_tune.search.patches import (
     BudgetAwareOptunaSearch,
     CsvLogger,
@@ -20,6 +21,8 @@ from ecab_tune.search.patches import (
     ResumableASHA,
     _TrialRef,
 )
+from ecab_tune.search.space import load_space
+from ecab_tune.search.tuner import make_sampler
 
 
 def make_searcher(stopped_as_pruned=True):
@@ -121,6 +124,30 @@ def test_with_two_objectives_stopped_trials_still_reach_optuna_as_pruned():
     assert full.user_attrs["curve"] == {"1": [0.5, 100], "2": [0.7, 100]}
     assert stopped.user_attrs["latency_ms"] == 0.5 and stopped.user_attrs["epochs"] == 1
     assert "lr" in searcher.suggest("next")  # TPE samples on from a study with a pruned trial
+
+
+@pytest.mark.parametrize("last", [[0.5], [0.5, 0.6, 0.7]], ids=["stopped", "finished"])
+def test_the_last_point_of_a_grid_reaches_optuna_without_an_error(caplog, last):
+    # Optuna's grid calls `study.stop()` once every point is drawn, which outside
+    # `study.optimize` (Tune's ask and tell) raised from `tell`: a stopped last point became
+    # Ray's "Error stopping trial", a finished one a warning.
+    space = load_space("baselines")
+    searcher = BudgetAwareOptunaSearch(
+        space=space.sample,
+        sampler=make_sampler(SearchConfig(space="baselines", searcher="grid"), space),
+        max_epochs=3,
+        metric="val_acc",
+        mode="max",
+    )
+    points = len(space.grid()["attention"])
+    for k in range(points):
+        finish(searcher, f"t{k}", last if k == points - 1 else [0.5, 0.6, 0.7])
+    trials = searcher._ot_study.get_trials()
+    assert len({t.params["attention"] for t in trials}) == points
+    assert trials[-1].state == (
+        optuna.trial.TrialState.PRUNED if len(last) == 1 else optuna.trial.TrialState.COMPLETE
+    )
+    assert "Study.stop" not in caplog.text
 
 
 class FakeTrial:

@@ -127,7 +127,7 @@ def test_a_snapshot_destination_that_is_no_snapshot_is_refused_before_the_search
         (dest / "thesis.txt").write_text("mine")
     elif where == "a file":
         dest.write_text("mine")
-    with pytest.raises(ValueError, match=r"no search snapshot|outside the experiment folder"):
+    with pytest.raises(ValueError, match=r"no search snapshot|outside the experiment|is a file"):
         prepare(SearchConfig(space="quick", name="q", storage=str(runs), snapshot=str(dest)))
     assert not (runs / "q").exists()
     if where == "a folder of other files":

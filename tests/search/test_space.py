@@ -194,6 +194,17 @@ params:
             "params.momentum.when.lr",
             "lr never takes 0.9; it takes values in [0.01, 0.5]",
         ),
+        # Optuna stores only single values; a list drew with a warning and broke the report.
+        (
+            VALID + "  attention.layers: {type: choice, values: [all, [-1, -2]]}\n",
+            "params.attention.layers.values",
+            "[-1, -2] is no single value",
+        ),
+        (
+            VALID + "  momentum: {type: uniform, low: 0.8, high: 0.9, when: {lr: []}}\n",
+            "params.momentum.when.lr",
+            "lists no value",
+        ),
         (
             VALID.replace("max_epochs: 3", "max_epochs: 3, metric: accuracy"),
             "defaults.metric",
@@ -227,6 +238,28 @@ params:
             "'bogus'",
         ),
         (VALID + "  width: {type: uniform, low: -1, high: 2}\n", "params", "width=-1"),
+        # Recipe values of the wrong type: TrainConfig checks ranges only, so these failed in
+        # every trial (a float batch size, a precision typo) or trained as True ('false').
+        (
+            VALID + "  batch_size: {type: uniform, low: 32, high: 256}\n",
+            "params.batch_size",
+            "batch_size=32.0 is invalid: expected an integer",
+        ),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, train: {precision: bf15}"),
+            "defaults.train",
+            "precision='bf15' is invalid: expected auto, bf16, fp16 or fp32",
+        ),
+        (
+            VALID + "  nesterov: {type: choice, values: ['true', 'false']}\n",
+            "params.nesterov",
+            "nesterov='true' is invalid: expected true or false",
+        ),
+        (
+            VALID.replace("max_epochs: 3", "max_epochs: 3, train: {weight_decay: .inf}"),
+            "defaults.train",
+            "weight_decay=inf is invalid: expected a finite number",
+        ),
         (
             "defaults: {model: resnet8, attention: ecab, attention.fusion: sum}\n"
             "params: {attention: {type: choice, values: [ecab, se]}}\n",
@@ -278,6 +311,27 @@ def test_recipe_values_that_clash_in_one_trial_are_refused(tmp_path, text, words
 def test_recipe_values_never_drawn_together_may_clash(tmp_path, extra):
     names = [line.split(":")[0].strip() for line in extra.splitlines()]
     assert [p.name for p in load_space(write(tmp_path, VALID + extra)).params][-2:] == names
+
+
+def test_an_int_range_of_a_recipe_value_draws_integers(tmp_path):
+    space = load_space(write(tmp_path, VALID + "  batch_size: {type: int, low: 32, high: 256}\n"))
+    params = space.sample(optuna.create_study().ask())
+    _, train = space.resolve(params, num_classes=10, in_chans=1, epochs=3, seed=0)
+    assert isinstance(train.batch_size, int) and 32 <= train.batch_size <= 256
+
+
+@pytest.mark.parametrize(
+    "given,mode",
+    [
+        ("metric: val_loss", "min"),
+        ("metric: val_acc", "max"),
+        ("metric: val_loss, mode: max", "max"),
+    ],
+)
+def test_a_space_metric_without_a_mode_is_optimised_its_natural_way(tmp_path, given, mode):
+    # mode defaulted to max whatever the metric: `metric: val_loss` maximised the loss.
+    text = VALID.replace("max_epochs: 3", f"max_epochs: 3, {given}")
+    assert load_space(write(tmp_path, text)).defaults.mode == mode
 
 
 def test_a_budget_other_than_the_spaces_must_fit_its_recipe(tmp_path):

@@ -127,3 +127,14 @@ def test_a_folder_without_a_study_is_refused(tmp_path):
     (tmp_path / "optuna.db").write_bytes(b"SQLite format 3\x00" + bytes(2048))  # damaged
     with pytest.raises(ValueError, match=r"--warm-start: .*optuna\.db cannot be read: file is not"):
         prepare(cfg)
+
+
+@pytest.mark.parametrize("text", ['{"name": "old", "max_ep', "[1]", '{"max_epochs": "three"}'])
+def test_a_damaged_search_json_of_the_old_search_is_one_line_naming_it(tmp_path, text):
+    old = make_old(tmp_path)
+    (old / "search.json").write_text(text)
+    space = str(tmp_path / "old.yaml")
+    cfg = SearchConfig(space=space, storage=str(tmp_path / "runs"), warm_start=str(old))
+    with pytest.raises(ValueError, match=r"--warm-start: cannot use .*search\.json") as err:
+        prepare(cfg)
+    assert "\n" not in str(err.value)
