@@ -260,6 +260,24 @@ def add_arguments(
         group.add_argument(flag, type=kind, choices=choices, default=f.default, **common)
 
 
+_ABSENT = object()
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the flags `argv` names, whatever their values: a flag typed at its default
+    value is given all the same. (argparse sets a default only where the namespace lacks the
+    attribute; a repeatable flag's default, None, already tells it apart.)"""
+    probe = argparse.Namespace(
+        **{
+            a.dest: _ABSENT
+            for a in parser._actions
+            if a.option_strings and not isinstance(a, argparse._AppendAction)
+        }
+    )
+    parsed = vars(parser.parse_args(argv, probe))
+    return {dest for dest, value in parsed.items() if value is not _ABSENT and value is not None}
+
+
 def from_args(cls: type[C], args: argparse.Namespace) -> C:
     """`cls` from the flags `add_arguments` added (repeated `KEY=VALUE` pairs as a dict)."""
     hints = typing.get_type_hints(cls)

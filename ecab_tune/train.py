@@ -22,6 +22,7 @@ from ecab_tune.config import (
     command_parser,
     from_args,
     from_dict,
+    given_flags,
     out_folder,
     to_dict,
 )
@@ -52,24 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     return parser
-
-
-_ABSENT = object()
-
-
-def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The dests of the flags `argv` names, whatever their values: a flag typed at its default
-    value is given all the same. (argparse sets a default only where the namespace lacks the
-    attribute; a repeatable flag's default, None, already tells it apart.)"""
-    probe = argparse.Namespace(
-        **{
-            a.dest: _ABSENT
-            for a in parser._actions
-            if a.option_strings and not isinstance(a, argparse._AppendAction)
-        }
-    )
-    parsed = vars(parser.parse_args(argv, probe))
-    return {dest for dest, value in parsed.items() if value is not _ABSENT and value is not None}
 
 
 def resumed_configs(

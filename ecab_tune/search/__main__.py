@@ -12,7 +12,7 @@ import dataclasses
 import sys
 
 from ecab_tune.cluster import ClusterJoinError
-from ecab_tune.config import DataConfig, add_arguments, command_parser, from_args
+from ecab_tune.config import DataConfig, add_arguments, command_parser, from_args, given_flags
 from ecab_tune.data import DatasetNotFoundError
 from ecab_tune.search.config import SearchConfig, space_data
 from ecab_tune.search.runner import run_search
@@ -48,9 +48,12 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    # A resumed search is the one in its folder: the flags typed are checked against it.
+    given = {k: getattr(args, k) for k in given_flags(parser, argv)} if args.resume else None
     try:
-        outcome = run_search(search_config(args))
+        outcome = run_search(search_config(args), given=given)
     except ClusterJoinError as exc:  # one line, without the usage a flag error gets
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -8,12 +8,20 @@ import dataclasses
 import json
 import shlex
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ecab_tune.cluster import check_resources
-from ecab_tune.config import DataConfig, from_dict, option_help, out_folder, to_dict
+from ecab_tune.config import (
+    DATA_LOCATION,
+    DataConfig,
+    from_dict,
+    option_help,
+    out_folder,
+    to_dict,
+)
 from ecab_tune.experiment import SEARCH_FILE
 from ecab_tune.search.objectives import Objective, parse_objectives
 from ecab_tune.search.space import SearchSpace
@@ -189,12 +197,17 @@ RUNTIME_KEYS = (
 )  # fmt: skip
 
 
-def stored_config(cfg: SearchConfig) -> SearchConfig:
+def stored_config(cfg: SearchConfig, given: Mapping[str, Any] | None = None) -> SearchConfig:
     """For --resume: the config the search started with, with this run's runtime flags (a
-    search begun before search.json existed takes the command line's, as it did then)."""
+    search begun before search.json existed takes the command line's, as it did then).
+
+    `given`: the other flags typed, by field (SearchConfig's or DataConfig's), whatever their
+    values. Where the data lies may change (another machine); any other that contradicts the
+    search's is refused, even at its default: it would have been silently ignored."""
     path = cfg.experiment_dir / SEARCH_FILE
     if not path.exists():
         return cfg
+    given = given or {}
     try:
         stored = json.loads(path.read_text())
         if not isinstance(stored, dict):
@@ -202,17 +215,46 @@ def stored_config(cfg: SearchConfig) -> SearchConfig:
         names = {f.name for f in dataclasses.fields(SearchConfig)}
         kept = {k: v for k, v in stored.items() if k in names and k not in RUNTIME_KEYS}
         if isinstance(kept.get("data"), dict):
-            kept["data"] = from_dict(DataConfig, kept["data"], where=str(path))
-        return dataclasses.replace(cfg, **kept)
+            data = from_dict(DataConfig, kept["data"], where=str(path))
+            moved = {k: given[k] for k in DATA_LOCATION if k in given}
+            kept["data"] = dataclasses.replace(data, **moved)
+        resumed = dataclasses.replace(cfg, **kept)
     except (OSError, TypeError, KeyError, ValueError) as exc:  # JSONDecodeError included
         raise ValueError(f"--resume: cannot use {path} ({exc})") from exc
+    for key, value in given.items():
+        if key not in (*RUNTIME_KEYS, *DATA_LOCATION):
+            _check_unchanged(resumed, key, value)
+    return resumed
 
 
-def search_record(cfg: SearchConfig, space: SearchSpace) -> dict[str, Any]:
-    """What `search.json` keeps: the config, its space as a built-in's name or an absolute
-    path (a resume may start in another folder)."""
-    builtin = Path(cfg.space).suffix not in (".yaml", ".yml")
-    return {**to_dict(cfg), "space": cfg.space if builtin else str(space.path.resolve())}
+def _check_unchanged(resumed: SearchConfig, key: str, value: Any) -> None:
+    """A flag given on --resume must say what the search already is."""
+    holder = resumed.data if key in {f.name for f in dataclasses.fields(DataConfig)} else resumed
+    if holder is None:  # a search older than search.json's data: nothing recorded to contradict
+        return
+    saved = getattr(holder, key)
+    if key == "space":  # recorded as a built-in's name or a YAML file's absolute path
+        same = space_name(value) == saved
+    elif key == "objectives" and value is not None and saved is not None:
+        same = parse_objectives(value) == parse_objectives(saved)  # spacing aside
+    else:
+        same = value == saved
+    if not same:
+        raise ValueError(
+            f"--resume continues {resumed.experiment_dir} as it started: "
+            f"--{key.replace('_', '-')} {value} contradicts its {saved} (leave the flag out)"
+        )
+
+
+def space_name(space: str) -> str:
+    """How search.json names a space: a built-in's name, or a YAML file's absolute path (a
+    resume may start in another folder)."""
+    return str(Path(space).resolve()) if Path(space).suffix in (".yaml", ".yml") else space
+
+
+def search_record(cfg: SearchConfig) -> dict[str, Any]:
+    """What `search.json` keeps: the config, its space named by `space_name`."""
+    return {**to_dict(cfg), "space": space_name(cfg.space)}
 
 
 def resume_command(cfg: SearchConfig) -> str:

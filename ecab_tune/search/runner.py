@@ -7,7 +7,7 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,11 @@ class Outcome:
         return 0 if self.best_dir is not None and self.best_dir.is_dir() else 1
 
 
-def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
-    """The fully specified config and its space; a resumed search's come from its folder."""
+def prepare(
+    cfg: SearchConfig, given: Mapping[str, Any] | None = None
+) -> tuple[SearchConfig, SearchSpace]:
+    """The fully specified config and its space; a resumed search's come from its folder
+    (`given`: the flags typed, which `stored_config` checks against it)."""
     if cfg.resume:
         if cfg.warm_start is not None:
             raise ValueError("--warm-start seeds a new study; a resumed one already has its trials")
@@ -59,7 +62,7 @@ def prepare(cfg: SearchConfig) -> tuple[SearchConfig, SearchSpace]:
             check_destination(Path(cfg.snapshot), cfg.experiment_dir)
         if not (cfg.experiment_dir / RESUMABLE).is_file():
             restore_experiment(cfg)
-        cfg = stored_config(cfg)  # a warm-started search's keeps its --warm-start, seeded once
+        cfg = stored_config(cfg, given)  # a warm-started search's keeps its --warm-start
     space = load_space(cfg.space)
     cfg = cfg.resolved(space)
     if not cfg.resume and cfg.experiment_dir.exists():
@@ -99,8 +102,9 @@ def run_search(
     *,
     trainable: Callable[..., None] | None = None,
     callbacks: list[Any] | None = None,
+    given: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    cfg, space = prepare(cfg)
+    cfg, space = prepare(cfg, given)
     received: list[int] = []  # the stop signals, SIGTERM once it came
     with tune_settings(cfg.verbose):
         try:
@@ -152,7 +156,7 @@ def _search(
     with sigterm_as_sigint(received):
         tuner = build_tuner(cfg, space, splits, trainable, [progress, *(callbacks or [])])
         if not cfg.resume:
-            (exp_dir / SEARCH_FILE).write_text(json.dumps(search_record(cfg, space), indent=2))
+            (exp_dir / SEARCH_FILE).write_text(json.dumps(search_record(cfg), indent=2))
         grid = tuner.fit()
         table = summarize(grid, metric, mode, max_epochs)
         print(

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -50,6 +51,40 @@ def test_resume_takes_the_search_from_its_folder_and_runtime_flags_from_the_comm
     assert not (exp / "summary.json").exists()
 
 
+def _started(tmp_path, **kwargs):
+    """A search folder as a stopped search leaves it: Ray's marker and search.json."""
+    started = SearchConfig(space="quick", name="q", storage=str(tmp_path), **kwargs)
+    exp = tmp_path / "q"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "search.json").write_text(
+        json.dumps(search_record(started.resolved(load_space("quick"))))
+    )
+    return SearchConfig(name="q", storage=str(tmp_path), resume=True)
+
+
+def test_flags_given_on_resume_must_say_what_the_search_is_but_its_data_may_move(tmp_path):
+    resumed = _started(
+        tmp_path, data=DataConfig(subset=600), seed=3, objectives="val_acc:max,macs:min"
+    )
+    agreeing = {"space": "quick", "seed": 3, "subset": 600, "objectives": "val_acc:max, macs:min"}
+    cfg = stored_config(resumed, {**agreeing, "data_dir": "/elsewhere", "download": True})
+    assert (cfg.seed, cfg.data.subset, cfg.data.data_dir, cfg.data.download) == (
+        3, 600, "/elsewhere", True
+    )  # fmt: skip
+    for key, value, words in (
+        ("num_samples", 48, "--num-samples 48 contradicts its 6"),
+        ("seed", 0, "--seed 0 contradicts its 3"),  # typed at its default: still refused
+        ("subset", 300, "--subset 300 contradicts its 600"),
+        ("space", "bridge", "--space bridge contradicts its quick"),
+        ("objectives", "val_acc:max", "--objectives val_acc:max contradicts its val_acc:max,"),
+        ("verbose", True, "--verbose True contradicts its False"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(words)) as error:
+            stored_config(resumed, {key: value})
+        assert str(error.value).startswith(f"--resume continues {tmp_path / 'q'} as it started")
+
+
 def test_search_json_names_its_space_so_a_resume_finds_it_from_any_folder(tmp_path, monkeypatch):
     own = tmp_path / "spaces" / "mine.yaml"
     own.parent.mkdir()
@@ -59,7 +94,7 @@ def test_search_json_names_its_space_so_a_resume_finds_it_from_any_folder(tmp_pa
         cfg = SearchConfig(space=given, name="q", storage=str(tmp_path / "runs"))
         exp = cfg.experiment_dir
         exp.mkdir(parents=True, exist_ok=True)
-        (exp / "search.json").write_text(json.dumps(search_record(cfg, load_space(given))))
+        (exp / "search.json").write_text(json.dumps(search_record(cfg)))
         (exp / "tuner.pkl").write_bytes(b"")
         monkeypatch.chdir(tmp_path / "spaces")  # elsewhere
         resumed = SearchConfig(name="q", storage=str(tmp_path / "runs"), resume=True)
@@ -92,7 +127,7 @@ def test_a_warm_started_search_resumes_without_seeding_again(tmp_path):
     exp = tmp_path / "w"
     exp.mkdir()
     (exp / "tuner.pkl").write_bytes(b"")
-    (exp / "search.json").write_text(json.dumps(search_record(started.resolved(space), space)))
+    (exp / "search.json").write_text(json.dumps(search_record(started.resolved(space))))
     cfg, _ = prepare(SearchConfig(name="w", storage=str(tmp_path), resume=True))
     assert cfg.resume and cfg.warm_start == str(old)  # kept as the search's record
     with pytest.raises(ValueError, match="--warm-start seeds a new study"):

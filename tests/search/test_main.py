@@ -33,6 +33,25 @@ def test_resume_of_a_missing_experiment_is_an_error(tmp_path, capsys):
     assert "no experiment to continue" in capsys.readouterr().err
 
 
+def test_resume_refuses_a_flag_that_contradicts_the_search_before_any_work(tmp_path, capsys):
+    exp = tmp_path / "q"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "search.json").write_text('{"space": "quick", "num_samples": 24, "seed": 0}')
+    before = sorted(p.name for p in exp.iterdir())
+    with pytest.raises(SystemExit) as exit_:
+        main(["--storage", str(tmp_path), "--name", "q", "--resume", "--num-samples", "48"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--num-samples 48 contradicts its 24 (leave the flag out)" in err
+    assert sorted(p.name for p in exp.iterdir()) == before
+    with pytest.raises(SystemExit):  # its search.json predates recording the data: no crash
+        main(
+            ["--storage", str(tmp_path), "--name", "q", "--resume", "--subset", "6", "--seed", "1"]
+        )
+    assert "--seed 1 contradicts its 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "text,words",
     [
