@@ -33,6 +33,8 @@ def option_help(
 # resumed run or a study may move between machines).
 DATA_LOCATION = ("data_dir", "download")
 
+SEEDS = 2**32  # numpy's RandomState, which Optuna's samplers seed: 0 <= seed < 2**32
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -112,6 +114,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        _check(0 <= self.seed < SEEDS, "seed", self.seed, "0 <= seed < 2**32")
         _check(self.batch_size >= 2, "batch_size", self.batch_size, ">= 2 (BatchNorm)")
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
         _check(0.0 < self.lr < 10.0 and math.isfinite(self.lr), "lr", self.lr, "0 < lr < 10")

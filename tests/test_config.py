@@ -36,6 +36,8 @@ from ecab_tune.models import ModelConfig
         ("schedule", "step"),
         ("warmup_epochs", 50.0),
         ("label_smoothing", 1.0),
+        ("seed", -1),  # numpy refused it once the data had loaded
+        ("seed", 2**32),
     ],
 )
 def test_train_config_rejects_bad_values_by_name(field, value):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ecab_tune.cluster import check_resources
 from ecab_tune.config import (
     DATA_LOCATION,
+    SEEDS,
     DataConfig,
     from_dict,
     option_help,
@@ -137,6 +138,8 @@ class SearchConfig:
             raise ValueError("--resume needs --name of the experiment to continue")
         if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name):
             raise ValueError(f"--name={self.name!r} must be a plain folder name")
+        if not 0 <= self.seed < SEEDS:  # numpy's limit: it failed once the data had loaded
+            raise ValueError(f"--seed={self.seed} must be in [0, 2**32)")
         if self.objectives is not None:
             parse_objectives(self.objectives)
         self._check_folders()

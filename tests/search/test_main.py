@@ -11,6 +11,8 @@ from ecab_tune.search.objectives import parse_objectives
     "argv,words",
     [
         (["--num-samples", "0"], "--num-samples=0 must be >= 1"),
+        (["--seed", "-1"], "--seed=-1 must be in [0, 2**32)"),
+        (["--seed", str(2**32)], "must be in [0, 2**32)"),
         (["--space", "nope"], "built-in spaces"),
         (["--resume"], "--resume needs --name"),
         (["--gpus-per-trial", "1.5"], "a trial trains on one GPU"),
