@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -71,8 +72,13 @@ def prepare(
         )
     if cfg.snapshot is not None:  # it is replaced at the end: refuse what is no snapshot now
         check_destination(Path(cfg.snapshot), cfg.experiment_dir)
-    if cfg.searcher == "grid":
-        space.grid()  # a space that forms no grid: before any data or Ray, and no folder left
+    if cfg.searcher == "grid":  # a space that forms no grid: before any data or Ray
+        points = math.prod(len(values) for values in space.grid().values())
+        if cfg.num_samples > points:  # Optuna would draw points again, trained with one seed
+            raise ValueError(
+                f"--num-samples {cfg.num_samples} exceeds the grid's {points} points: a grid "
+                f"trains each once (--num-samples {points})"
+            )
     if cfg.tracker != "none":
         check_tracker(cfg.tracker)
     if cfg.warm_start is not None and not cfg.resume:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 
@@ -149,3 +150,11 @@ def test_a_space_that_forms_no_grid_is_refused_before_any_folder_is_made(tmp_pat
     with pytest.raises(ValueError, match="the grid searcher needs unconditional choice"):
         prepare(cfg)
     assert not (tmp_path / "g").exists()
+
+
+def test_a_grid_search_of_more_samples_than_grid_points_is_refused(tmp_path):
+    grid = SearchConfig(space="baselines", name="g", storage=str(tmp_path))
+    with pytest.raises(ValueError, match=r"--num-samples 7 exceeds the grid's 6 points"):
+        prepare(dataclasses.replace(grid, num_samples=7))
+    assert prepare(dataclasses.replace(grid, num_samples=6))[0].num_samples == 6
+    assert prepare(dataclasses.replace(grid, num_samples=7, searcher="random"))[0].num_samples == 7
