@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -133,6 +134,18 @@ def test_a_failed_export_leaves_the_earlier_one_as_it_was(
         export_model(ckpts["bridge"], "torchscript", tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
     assert path.name in before
+
+
+def test_a_folder_that_cannot_be_written_is_named_not_blamed_on_the_exporter(
+    ckpts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(module, file, **kw):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(torch.jit, "save", refused)
+    with pytest.raises(ExportError, match=rf"^cannot write into {re.escape(str(tmp_path))}: Permission denied$"):
+        export_model(ckpts["cbam"], "torchscript", tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

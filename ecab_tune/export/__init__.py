@@ -100,22 +100,24 @@ def export_model(folder: str | Path, fmt: str, out: str | Path) -> Path:
         generator=torch.Generator().manual_seed(0),
     )
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / FILES[fmt]
     sig = signature(wrapper, d, fmt)
     try:
+        out.mkdir(parents=True, exist_ok=True)
         if fmt == "onnx":
             checkpoint.write_atomic(path, lambda p: _to_onnx(wrapper, example, p))
         else:
             checkpoint.write_atomic(path, lambda p: _to_torchscript(wrapper, example, p, sig))
+        checkpoint.write_atomic(
+            out / SIGNATURE, lambda p: p.write_text(json.dumps(sig, indent=2) + "\n")
+        )
     except ExportError:
         raise
+    except OSError as exc:  # the folder's failure, not the exporter's: permissions, a full disk
+        raise ExportError(f"cannot write into {out}: {exc.strerror or exc}") from exc
     except Exception as exc:  # the exporter's own failure (torch raises many kinds), in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportError(f"the {fmt} exporter failed: {type(exc).__name__}: {first}") from exc
-    checkpoint.write_atomic(
-        out / SIGNATURE, lambda p: p.write_text(json.dumps(sig, indent=2) + "\n")
-    )
     return path
 
 
