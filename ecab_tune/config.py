@@ -15,8 +15,6 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-SCHEDULES = ("onecycle", "cosine")
-
 
 def option_help(
     text: str,
@@ -60,6 +58,7 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        check_types(self)
         _check(self.subset is None or self.subset > 0, "subset", self.subset, "a positive count")
         _check(0.0 <= self.val_fraction < 1.0, "val_fraction", self.val_fraction, "0 <= f < 1")
         _check(self.image_size >= 8, "image_size", self.image_size, ">= 8")
@@ -113,6 +112,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        check_types(self)
         _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _check(0 <= self.seed < SEEDS, "seed", self.seed, "0 <= seed < 2**32")
         _check(self.batch_size >= 2, "batch_size", self.batch_size, ">= 2 (BatchNorm)")
@@ -121,7 +121,6 @@ class TrainConfig:
         _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "0 <= m < 1")
         _check(self.weight_decay >= 0.0, "weight_decay", self.weight_decay, ">= 0")
         _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "[0, 1)")
-        _check(self.schedule in SCHEDULES, "schedule", self.schedule, " or ".join(SCHEDULES))
         _check(
             0.0 <= self.warmup_epochs <= self.epochs,
             "warmup_epochs",
@@ -145,6 +144,49 @@ class TrainConfig:
 def _check(ok: bool, name: str, value: object, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{name}={value!r} is invalid: expected {allowed}")
+
+
+def is_int(value: object) -> bool:
+    """An int, not a bool (YAML's `true` would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A finite int or float, not a bool."""
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+# A field's type as a test and the words for it. YAML and JSON files (a search space, a study,
+# search.json) can say `batch_size: 64.5` or `nesterov: 'false'`: range checks let the first
+# fail in every trial and the second train as True.
+_TYPE_CHECKS: dict[Any, tuple[Callable[[object], bool], str]] = {
+    int: (is_int, "an integer"),
+    float: (is_real, "a finite number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def check_types(config: Any) -> None:
+    """Each field of dataclass `config` of its annotated type: int, float (an int too), bool,
+    str, one of a Literal's values, or any of these or None."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        options = typing.get_args(hint) if union else (hint,)
+        if value is None and type(None) in options:
+            continue
+        for option in options:
+            if typing.get_origin(option) is Literal:
+                allowed = [str(a) for a in typing.get_args(option)]
+                ok, words = value in allowed, " or ".join([", ".join(allowed[:-1]), allowed[-1]])
+                words = words.removeprefix(" or ")  # a Literal of one value
+            elif option in _TYPE_CHECKS:
+                test, words = _TYPE_CHECKS[option]
+                ok = test(value)
+            else:
+                continue
+            _check(ok, name, value, words)
 
 
 C = TypeVar("C")

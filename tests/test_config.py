@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,6 +45,29 @@ from ecab_tune.models import ModelConfig
 def test_train_config_rejects_bad_values_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "cls,field,value,expected",
+    [
+        (TrainConfig, "batch_size", 64.5, "an integer"),  # passed the range check
+        (TrainConfig, "nesterov", "false", "true or false"),  # trained as True
+        (TrainConfig, "precision", "bf15", "auto, bf16, fp16 or fp32"),
+        (TrainConfig, "weight_decay", math.inf, "a finite number"),
+        (TrainConfig, "lr", True, "a finite number"),
+        (DataConfig, "val_fraction", "0.1", "a finite number"),
+        (DataConfig, "subset", True, "an integer"),
+        (DataConfig, "dataset", 3, "a string"),
+    ],
+)
+def test_configs_from_files_refuse_values_of_another_type(cls, field, value, expected):
+    # YAML and JSON files (a search space, a study, search.json) reach these dataclasses as
+    # they are: no argparse `type=` converts them first.
+    with pytest.raises(
+        ValueError, match=f"^{re.escape(f'{field}={value!r} is invalid: expected {expected}')}$"
+    ):
+        cls(**{field: value})
+    assert cls(**{"subset": None} if cls is DataConfig else {"lr": 1}) is not None  # int as float
 
 
 def test_from_dict_is_strict_and_says_where():

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ecab_tune.config import from_dict
+from ecab_tune.config import from_dict, is_int, is_real
 
 
 class DatasetNotFoundError(Exception):
@@ -45,24 +45,24 @@ class DataInfo:
             "a non-empty tuple of strings",
         )
         _expect(
-            _is_int(self.channels) and self.channels in (1, 3), "channels", self.channels, "1 or 3"
+            is_int(self.channels) and self.channels in (1, 3), "channels", self.channels, "1 or 3"
         )
         for key in ("height", "width"):
             value = getattr(self, key)
-            _expect(_is_int(value) and value > 0, key, value, "a positive integer")
+            _expect(is_int(value) and value > 0, key, value, "a positive integer")
         for key in ("mean", "std"):
             value = getattr(self, key)
             _expect(
                 isinstance(value, tuple)
                 and len(value) == self.channels
-                and all(_is_number(v) for v in value),
+                and all(is_real(v) for v in value),
                 key,
                 value,
-                f"a tuple of {self.channels} numbers (one per channel)",
+                f"a tuple of {self.channels} finite numbers (one per channel)",
             )
         _expect(all(s > 0 for s in self.std), "std", self.std, "positive values")
         _expect(
-            _is_int(self.crop_padding) and self.crop_padding >= 0,
+            is_int(self.crop_padding) and self.crop_padding >= 0,
             "crop_padding",
             self.crop_padding,
             "an integer >= 0",
@@ -79,14 +79,6 @@ class DataInfo:
     def from_dict(cls, raw: Mapping[str, Any]) -> DataInfo:
         """Inverse of `to_dict`: KeyError for a missing key, TypeError/ValueError for a bad one."""
         return from_dict(cls, raw, what="data info")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _expect(ok: bool, key: str, value: object, allowed: str) -> None:

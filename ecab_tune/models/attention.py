@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ecab_tune.config import is_int, is_real
+
 # Default narrowest bottleneck of a gate: C/16 of a 16-channel CIFAR stage would be 1. The papers'
 # width is C//r with a floor of 1 (`min_width=1`).
 MIN_WIDTH = 8
@@ -27,16 +29,6 @@ def reduced_width(channels: int, reduction: int, min_width: int = MIN_WIDTH) -> 
     if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
         raise ValueError(f"min_width={min_width!r} is invalid: expected an integer >= 1")
     return max(channels // reduction, min_width)
-
-
-def is_int(value: object) -> bool:
-    """An int, not a bool (YAML's `true` would pass as 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    """A finite int or float; not a bool."""
-    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 def check_reduction(reduction: int) -> None:
@@ -131,9 +123,9 @@ class ECA(AttentionModule):
 
     def __init__(self, channels: int, gamma: int = 2, beta: int = 1) -> None:
         super().__init__()
-        if not _is_real(gamma) or not gamma >= 1:
+        if not is_real(gamma) or not gamma >= 1:
             raise ValueError(f"gamma={gamma!r} is invalid: expected a number >= 1")
-        if not _is_real(beta):
+        if not is_real(beta):
             raise ValueError(f"beta={beta!r} is invalid: expected a finite number")
         k = eca_kernel_size(channels, gamma, beta)
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)

@@ -14,7 +14,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecab_tune.models.attention import AttentionModule, is_int
+from ecab_tune.config import is_int
+from ecab_tune.models.attention import AttentionModule
 from ecab_tune.models.bridge import EcabHead, Layer, descriptor
 from ecab_tune.models.registry import HEAD, check_options, create_attn, register_model
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
-import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-import torch
 from pydantic import (
     AllowInfNan,
     BaseModel,
@@ -26,7 +23,8 @@ from pydantic import (
 )
 
 from ecab_tune.config import TrainConfig
-from ecab_tune.models import ModelConfig, attention_options, list_attentions, list_models
+from ecab_tune.models import attention_options, list_attentions, list_models
+from ecab_tune.search.checks import KeyedError, check_builds, check_option, check_train, member
 from ecab_tune.search.objectives import REPORTED, natural_mode
 
 ATTN_PREFIX = "attention."
@@ -40,84 +38,6 @@ INT_TYPES = ("int", "logint")
 
 Count = Annotated[int, Strict(), Field(ge=1)]  # YAML's 3, not 3.0 or "3"
 Number = Annotated[float, Strict(), AllowInfNan(False)]  # YAML's 0.01 or 1, not "1e-2"
-
-
-class KeyedError(ValueError):
-    """A problem at `key`, below the section being validated."""
-
-    def __init__(self, key: str, problem: str):
-        super().__init__(problem)
-        self.key = key
-
-
-def _member(value: Any, allowed: Iterable[Any]) -> Any:
-    allowed = list(allowed)
-    if value not in allowed:
-        raise ValueError(f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
-    return value
-
-
-_RECIPE_TYPES = typing.get_type_hints(TrainConfig)
-
-
-def _check_type(name: str, value: Any) -> None:
-    """A recipe value of its field's type: TrainConfig checks ranges, not types, so a float
-    batch size or a precision typo failed in every trial, and 'false' trained as True."""
-    hint = _RECIPE_TYPES[name]
-    if typing.get_origin(hint) is Literal:
-        allowed = typing.get_args(hint)
-        ok, expected = value in allowed, f"{', '.join(allowed[:-1])} or {allowed[-1]}"
-    elif hint is bool:
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(value, bool):
-        ok, expected = False, "a number"
-    elif hint is int:
-        ok, expected = isinstance(value, int), "an integer"
-    else:
-        ok = isinstance(value, int | float) and math.isfinite(value)
-        expected = "a finite number"
-    if not ok:
-        raise ValueError(f"{name}={value!r} is invalid: expected {expected}")
-
-
-def check_train(values: dict[str, Any], epochs: int) -> None:
-    """The recipe values build a TrainConfig of `epochs` (its own checks, in its own words),
-    each value of its field's type."""
-    for name, value in values.items():
-        if name in _RECIPE_TYPES:
-            _check_type(name, value)
-    try:
-        TrainConfig(**{**values, "epochs": epochs})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(str(exc)) from exc
-
-
-_BUILT: dict[str, str | None] = {}  # a space is loaded many times a run: each model built once
-
-
-def _check_builds(model: str, attention: str, options: dict[str, Any], width: Any) -> None:
-    """The model builds: every option value checked by the module that takes it, on the meta
-    device (shapes only, no memory, no init cost: ~35 ms for resnet20)."""
-    key = repr((model, attention, sorted(options.items()), width))
-    if key not in _BUILT:
-        try:
-            with torch.device("meta"):
-                ModelConfig(model, attention, options, width, num_classes=10, in_chans=3).build()
-            _BUILT[key] = None
-        except (TypeError, ValueError) as exc:
-            _BUILT[key] = str(exc)
-    if _BUILT[key] is not None:
-        raise ValueError(f"{attention} on {model}: {_BUILT[key]}")
-
-
-def _check_option(key: str, option: str, attention: str) -> None:
-    allowed = attention_options(attention)  # the registry's word, not a list kept here
-    if option not in allowed:
-        raise KeyedError(
-            key,
-            f"attention {attention!r} takes no option {option!r}; "
-            f"it takes: {', '.join(sorted(allowed)) or 'none'}",
-        )
 
 
 class _Section(BaseModel):
@@ -182,17 +102,17 @@ class Defaults(_Section):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        return _member(value, list_models())
+        return member(value, list_models())
 
     @field_validator("attention")
     @classmethod
     def _known_attention(cls, value: str) -> str:
-        return _member(value, list_attentions())
+        return member(value, list_attentions())
 
     @field_validator("metric")
     @classmethod
     def _reported_metric(cls, value: str) -> str:
-        return _member(value, REPORTED)
+        return member(value, REPORTED)
 
     @field_validator("train")
     @classmethod
@@ -205,7 +125,7 @@ class Defaults(_Section):
     @model_validator(mode="after")
     def _fixed_choices_build(self) -> Defaults:
         for option in self.attention_options:
-            _check_option(f"{ATTN_PREFIX}{option}", option, self.attention)
+            check_option(f"{ATTN_PREFIX}{option}", option, self.attention)
         try:
             check_train(self.train, self.max_epochs)
         except ValueError as exc:
@@ -343,7 +263,7 @@ class SpaceFile(_Section):
         for attention in self._attentions():
             if attention_options(attention):
                 for option in self.defaults.attention_options:
-                    _check_option(f"defaults.{ATTN_PREFIX}{option}", option, attention)
+                    check_option(f"defaults.{ATTN_PREFIX}{option}", option, attention)
             self._check_model("defaults", attention, {})
         return self
 
@@ -354,10 +274,10 @@ class SpaceFile(_Section):
         try:
             if name == "model":
                 for value in param.values or (None,):
-                    _member(value, list_models())
+                    member(value, list_models())
             elif name == "attention":
                 for value in param.values or (None,):
-                    _member(value, list_attentions())
+                    member(value, list_attentions())
             elif name in TRAIN_KEYS:
                 for draw in self._recipe_draws(name):
                     check_train({**d.train, **draw}, d.max_epochs)
@@ -367,7 +287,7 @@ class SpaceFile(_Section):
             # Under a searched attention, the option must suit every choice its `when` allows.
             option = name[len(ATTN_PREFIX) :]
             for attention in self._attentions(param):
-                _check_option(key, option, attention)
+                check_option(key, option, attention)
             # Each value builds, on its own, under the options its conditions fix.
             fixed = {
                 dep[len(ATTN_PREFIX) :]: values[0]
@@ -433,6 +353,6 @@ class SpaceFile(_Section):
         for name in models:
             for value in widths:
                 try:
-                    _check_builds(name, attention, options, value)
+                    check_builds(name, attention, options, value)
                 except ValueError as exc:
                     raise KeyedError(key, f"{options or ''} {exc}".strip()) from exc

@@ -26,17 +26,16 @@ from pydantic import ValidationError
 
 from ecab_tune.config import TrainConfig
 from ecab_tune.models import ModelConfig, attention_options
+from ecab_tune.search.checks import KeyedError, check_train
 from ecab_tune.search.schema import (
     ATTN_PREFIX,
     INT_TYPES,
     LOG_TYPES,
     TRAIN_KEYS,
     Defaults,
-    KeyedError,
     ParamSpec,
     SchedulerSettings,
     SpaceFile,
-    check_train,
 )
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"  # the repository's
