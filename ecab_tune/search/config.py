@@ -212,9 +212,7 @@ def stored_config(cfg: SearchConfig, given: Mapping[str, Any] | None = None) -> 
         return cfg
     given = given or {}
     try:
-        stored = json.loads(path.read_text())
-        if not isinstance(stored, dict):
-            raise ValueError(f"expected a JSON object, got {type(stored).__name__}")
+        stored = read_search_file(path)
         names = {f.name for f in dataclasses.fields(SearchConfig)}
         kept = {k: v for k, v in stored.items() if k in names and k not in RUNTIME_KEYS}
         if isinstance(kept.get("data"), dict):
@@ -228,6 +226,14 @@ def stored_config(cfg: SearchConfig, given: Mapping[str, Any] | None = None) -> 
         if key not in (*RUNTIME_KEYS, *DATA_LOCATION):
             _check_unchanged(resumed, key, value)
     return resumed
+
+
+def read_search_file(path: Path) -> dict[str, Any]:
+    """A search.json's settings; OSError or ValueError (JSONDecodeError included) if damaged."""
+    stored = json.loads(path.read_text())
+    if not isinstance(stored, dict):
+        raise ValueError(f"expected a JSON object, got {type(stored).__name__}")
+    return stored
 
 
 def _check_unchanged(resumed: SearchConfig, key: str, value: Any) -> None:

@@ -9,7 +9,6 @@ objective they never reported) are enqueued: the new search trains them first.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from typing import Any
 import optuna
 
 from ecab_tune import experiment
+from ecab_tune.config import is_int
 from ecab_tune.experiment import OPTUNA_DB, SEARCH_FILE, TRIAL_PREFIX, optuna_storage
+from ecab_tune.search.config import read_search_file
 from ecab_tune.search.objectives import Objective
 from ecab_tune.search.space import SearchSpace
 
@@ -74,11 +75,9 @@ def _old_settings(old_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        stored = json.loads(path.read_text())
-        if not isinstance(stored, dict):
-            raise ValueError(f"expected a JSON object, got {type(stored).__name__}")
+        stored = read_search_file(path)
         budget = stored.get("max_epochs")
-        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)):
+        if budget is not None and not is_int(budget):
             raise ValueError(f"max_epochs {budget!r} is no whole number")
     except (OSError, ValueError) as exc:  # JSONDecodeError included
         raise ValueError(f"--warm-start: cannot use {path} ({exc})") from exc
