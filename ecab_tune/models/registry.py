@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +79,7 @@ def resolved_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **preset, **options}
 
 
-def check_options(name: str, options: Mapping[str, Any]) -> None:
+def check_option_names(name: str, options: Iterable[str]) -> None:
     allowed = attention_options(name)
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -87,6 +87,10 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
             f"attention {name!r} takes no option {unknown[0]!r}; "
             f"it takes: {', '.join(sorted(allowed)) or 'none'}"
         )
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    check_option_names(name, options)
     if "layers" in options:
         check_layers(options["layers"])
 

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from ecab_tune.config import TrainConfig
-from ecab_tune.models import ModelConfig, attention_options
+from ecab_tune.models import ModelConfig
+from ecab_tune.models.registry import check_option_names
 
 
 class KeyedError(ValueError):
@@ -55,10 +56,7 @@ def check_builds(model: str, attention: str, options: dict[str, Any], width: Any
 
 
 def check_option(key: str, option: str, attention: str) -> None:
-    allowed = attention_options(attention)  # the registry's word, not a list kept here
-    if option not in allowed:
-        raise KeyedError(
-            key,
-            f"attention {attention!r} takes no option {option!r}; "
-            f"it takes: {', '.join(sorted(allowed)) or 'none'}",
-        )
+    try:
+        check_option_names(attention, [option])  # the registry's word, not a list kept here
+    except ValueError as exc:
+        raise KeyedError(key, str(exc)) from exc
