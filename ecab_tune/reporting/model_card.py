@@ -26,6 +26,7 @@ SPLITS = {
     f"{TEST_FRACTION:.0%} held out); never used for selection",
     "train_": "training images (augmented batches)",
 }
+COUNTS = {"test_images"}  # sizes of a split, shown with the data, not scores
 
 
 def model_config(meta: Meta) -> dict[str, Any]:
@@ -151,7 +152,7 @@ def render_card(meta: Meta) -> str:
     )
     lines += _table(("what", "value"), split_rows)
     lines += ["", "## Metrics", ""]
-    scored = [(k, v, _split_of(k)) for k, v in metrics.items() if _split_of(k)]
+    scored = [(k, v, _split_of(k)) for k, v in metrics.items() if _split_of(k) and k not in COUNTS]
     lines += _table(("metric", "value", "split"), scored) if scored else ["none recorded"]
     lines += _search_section(meta)
     lines += _use_section(meta)

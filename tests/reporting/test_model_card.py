@@ -56,6 +56,7 @@ def test_card_gives_each_metric_its_split_and_the_search_that_chose_it() -> None
     assert "10% of the training images" in row(card, "validation")
     assert "600" in row(card, "training images")
     assert "10000 images" in row(card, "test")
+    assert "| test_images |" not in card  # a split's size, not a test metric
     assert row(card, "searcher") == "| searcher | optuna |"
     assert "**Partial:**" in card  # an interrupted search says so
     assert row(card, "lr") == "| lr | 0.05 |"  # the trial's parameter and the recipe agree
