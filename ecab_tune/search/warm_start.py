@@ -54,14 +54,19 @@ def load_old_trials(old_dir: Path) -> tuple[list[OldTrial], int]:
     for trial in study.get_trials(deepcopy=False):
         if not trial.params:
             continue
-        # The old experiment's own folder, wherever it was when it ran.
-        folder = old_dir / f"{TRIAL_PREFIX}{trial.user_attrs.get('trial_id', '')}"
+        # The old experiment's own folder, wherever it was when it ran; a trial it was seeded
+        # with as completed never ran there: its results are in the older search's folder.
+        attrs = trial.user_attrs
+        if "trial_id" not in attrs and FROM_ATTR in attrs:
+            folder = Path(str(attrs[FROM_ATTR]))
+        else:
+            folder = old_dir / f"{TRIAL_PREFIX}{attrs.get('trial_id', '')}"
         trials.append(
             OldTrial(
                 params=dict(trial.params),
                 distributions=dict(trial.distributions),
-                status=str(trial.user_attrs.get("status", "")),
-                epochs=int(trial.user_attrs.get("epochs", 0)),
+                status=str(attrs.get("status", "")),
+                epochs=int(attrs.get("epochs", 0)),
                 rows=experiment.read_results(folder).rows,
                 folder=folder,
             )
@@ -184,7 +189,9 @@ def seed_study(
     for trial, _ in ranked[:enqueue_top]:
         study.enqueue_trial(trial.params, user_attrs={FROM_ATTR: str(trial.folder)})
     enqueued = min(enqueue_top, len(ranked))
+    unscored = len(scored) - len(ranked)  # e.g. results of an older search since deleted
     return (
         f"{added} trial(s) added as completed, {enqueued} enqueued, "
         f"{len(old) - len(fitting)} outside the new space"
+        + (f", {unscored} without results to learn from" if unscored else "")
     )

@@ -88,6 +88,27 @@ def test_two_objectives_take_their_values_from_the_trials_results(tmp_path):
     assert values == [[0.7, 1020.0], [0.8, 1020.0]]
 
 
+def test_a_chained_warm_start_reads_seeded_trials_where_they_ran(tmp_path):
+    """old -> mid -> new: mid's trials seeded as completed never ran in mid; their results are
+    in old's folders, and once those are gone the message counts them instead of losing them."""
+    old = make_old(tmp_path)
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    (mid / "search.json").write_text(json.dumps({"name": "new", "max_epochs": 3}))
+    new_study(tmp_path, old)
+    (tmp_path / "new.db").rename(mid / "optuna.db")
+    study, seeded = new_study(tmp_path, mid)
+    complete = study.get_trials(states=(State.COMPLETE,))
+    assert sorted(t.value for t in complete) == [0.7, 0.8]
+    assert all(t.user_attrs[FROM_ATTR].startswith(str(old / "trial_")) for t in complete)
+    assert seeded == "2 trial(s) added as completed, 0 enqueued, 0 outside the new space"
+    for trial_id in ("done1", "done2"):
+        (old / f"trial_{trial_id}" / "result.json").unlink()
+    (tmp_path / "new.db").unlink()
+    _, seeded = new_study(tmp_path, mid)
+    assert seeded.endswith(", 2 without results to learn from")
+
+
 def test_another_budget_enqueues_instead_of_completing(tmp_path):
     old = make_old(tmp_path)
     study, _ = new_study(tmp_path, old, max_epochs=6)
