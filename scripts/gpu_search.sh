@@ -8,7 +8,7 @@
 #   bash scripts/gpu_search.sh OUT SECONDS GPUS_PER_TRIAL NAME    (e.g. OUT 480 0.25 my-search)
 #
 # The snapshot is benchmarks/state/<name>. Set DATA_DIR where the dataset is not under data/
-# (a resumed search keeps the data folder it started with, so data/ is linked to it).
+# (a resumed search takes --data-dir: the data may move, the rest of the search may not).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 USAGE="usage: gpu_search.sh OUT SECONDS GPUS_PER_TRIAL NAME"
@@ -20,11 +20,11 @@ SNAPSHOT=benchmarks/state/$NAME
 source scripts/gpu_env.sh
 mkdir -p "$OUT"
 [ "$GPUS" = 0 ] || require_gpu
-if [ -n "${DATA_DIR:-}" ] && [ ! -e data ]; then ln -s "$DATA_DIR" data; fi
 
 say "search $NAME: $GPUS GPU per trial, until +${SLOT}s"
 "$PY" -m ecab_tune.search --name "$NAME" --snapshot "$SNAPSHOT" --resume \
-    --gpus-per-trial "$GPUS" --no-dashboard > "$OUT/search.log" 2>&1 &
+    --gpus-per-trial "$GPUS" --no-dashboard ${DATA_DIR:+--data-dir "$DATA_DIR"} \
+    > "$OUT/search.log" 2>&1 &
 RUN=$!
 while kill -0 "$RUN" 2>/dev/null && [ $((SECONDS - T0)) -lt "$SLOT" ]; do sleep 2; done
 kill -TERM "$RUN" 2>/dev/null
