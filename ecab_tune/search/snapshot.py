@@ -4,8 +4,8 @@ An experiment folder lives on one machine's disk and holds every checkpoint Ray 
 three a trial, ~2.3 MB each for ResNet-20 with its optimizer state). A snapshot keeps the rest
 (Ray's and Optuna's state, every trial's parameters and results) and only the checkpoints a
 resume or the final export can still need: every checkpoint of a trial that has not ended (it
-continues from them), and those of the best ended trial (with several objectives, of every
-finished trial: the Pareto set is drawn from them). Small enough to commit; `--resume
+continues from them), and those of the best ended trial (for best/; with several objectives
+also of every finished trial: the Pareto set is drawn from them). Small enough to commit; `--resume
 --snapshot DIR` on a machine without the experiment folder restores it first.
 """
 
@@ -26,11 +26,13 @@ RESUMABLE = "tuner.pkl"  # what Tuner.restore reads first: an experiment that ca
 def needed_checkpoints(rows: Sequence[TrialRow], mode: str, several_objectives: bool) -> set[str]:
     """The trials whose checkpoints a snapshot keeps (see the module's docstring)."""
     keep = {r.trial_id for r in rows if r.status not in experiment.ENDED}
-    if several_objectives:
-        return keep | {r.trial_id for r in rows if r.status == experiment.FINISHED}
+    # best/ is the first objective's best over every trial, a stopped one too, whatever the
+    # number of objectives.
     ended = rank([r for r in rows if r.status in experiment.ENDED], mode)
     if ended:
         keep.add(ended[0].trial_id)
+    if several_objectives:
+        keep |= {r.trial_id for r in rows if r.status == experiment.FINISHED}
     return keep
 
 
