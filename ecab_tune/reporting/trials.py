@@ -60,9 +60,10 @@ class TrialRecord:
         return float(self.history[-1].get("time_total_s", self.train_seconds))
 
     def values(self, metric: str, upto: int | None = None) -> list[float]:
-        """The finite values of `metric` per epoch (up to epoch `upto`)."""
+        """The finite values of `metric` per epoch (up to epoch `upto`); a count (MACs,
+        parameters) stays an int, so that it reads as the search printed it."""
         return [
-            float(r[metric])
+            r[metric]
             for r in self.history
             if isinstance(r.get(metric), (int, float))
             and math.isfinite(r[metric])

@@ -10,6 +10,9 @@ from report_support import FIGURES, TRIALS, assert_valid_png, make_experiment
 
 from ecab_tune.experiment import RESULT_FILE, read_results, trial_folders
 from ecab_tune.report import main
+from ecab_tune.reporting.search_figures import ReportConfig
+from ecab_tune.reporting.search_report import best_section, top_table
+from ecab_tune.reporting.trials import load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 PILOT = REPO / "benchmarks" / "results" / "fmnist-resnet20-pilot30"
@@ -260,3 +263,12 @@ def test_options_table_headings_stay_distinct_when_every_trial_ran_the_full_budg
     header = next(line for line in report.splitlines() if line.startswith("| option |"))
     cells = [c.strip() for c in header.strip("|").split("|")]
     assert len(set(cells)) == len(cells) and "best within 3 epochs" in cells
+
+
+def test_a_whole_number_metric_reads_as_the_search_printed_it(tmp_path):
+    # MACs are reported as ints: the search's table prints 2,365,312, the report once 2365312.0000.
+    exp = load_experiment(make_experiment(tmp_path, TRIALS))
+    cfg = ReportConfig(tmp_path / "report", "md", "macs", "min")
+    [_, table] = top_table(exp, cfg)
+    assert table.rows[0][:3] == ("1", "a1", "2,365,312")
+    assert "macs: 2365312 (epoch 1)" in best_section(exp, cfg)[1].items
