@@ -11,6 +11,7 @@ relies on (tested against Ray 2.60) stay in this module.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -31,8 +32,8 @@ def netloc(host: str, port: int) -> str:
 
 def check_resources(cpus: float, gpus: float) -> None:
     """What one trial or job may ask of Ray; fractions of a GPU share it."""
-    if cpus <= 0:
-        raise ValueError(f"--cpus-per-trial={cpus} must be > 0")
+    if not (0 < cpus < math.inf):  # Ray takes nan and inf, then never schedules the trial
+        raise ValueError(f"--cpus-per-trial={cpus} must be > 0 and finite")
     if not 0 <= gpus <= 1:
         # A trial trains on one device (no multi-GPU training yet): a second GPU would idle.
         raise ValueError(

@@ -121,6 +121,13 @@ def test_a_name_must_be_a_plain_folder_name():
     assert SearchConfig(name="..a").name == "..a"
 
 
+def test_cpus_per_trial_ray_could_never_schedule_are_refused():
+    # nan and inf passed: the data loaded, Ray started, and the search waited forever.
+    for cpus in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"--cpus-per-trial=(nan|inf) must be > 0 and finite"):
+            SearchConfig(cpus_per_trial=cpus)
+
+
 def test_a_warm_started_search_resumes_without_seeding_again(tmp_path):
     space = load_space("quick")
     old = tmp_path / "gone"  # the folder it was seeded from need not exist any more
