@@ -40,7 +40,7 @@ PARETO_DIR = "pareto"
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlflow"
 SEARCH_FILE = "search.json"
-SPACE_COPY = "search_space.yaml"
+SPACE_COPY = "search_space.yaml"  # the space file as the search began (its folder, best/)
 
 FINISHED = "finished"
 STOPPED = "stopped early"

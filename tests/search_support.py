@@ -38,9 +38,9 @@ params:
 QUICK_EPOCHS = 3
 
 
-def quick_args(storage: Path | str, *extra: str) -> list[str]:
+def quick_args(storage: Path | str, *extra: str, space: Path | str = "quick") -> list[str]:
     return search_command(
-        "quick", storage, "--num-samples", "4", "--max-epochs", str(QUICK_EPOCHS),
+        space, storage, "--num-samples", "4", "--max-epochs", str(QUICK_EPOCHS),
         "--max-concurrent", "1", *extra,
     )  # fmt: skip
 

@@ -148,10 +148,11 @@ def search_settings(exp_dir: Path, summary: dict[str, Any] | None) -> tuple[dict
 
 
 def find_space(exp_dir: Path, settings: dict[str, Any]) -> tuple[SearchSpace | None, str]:
-    """The exported copy of the space file, else the space the settings name; and where from."""
-    copy = exp_dir / EXPORT_DIR / SPACE_COPY
+    """The space file's copy (best/'s, else the one kept when the search started), else the
+    space the settings name; and where from."""
+    copies = [c for c in (exp_dir / EXPORT_DIR / SPACE_COPY, exp_dir / SPACE_COPY) if c.is_file()]
     name = settings.get("space")
-    source = copy if copy.is_file() else name
+    source = copies[0] if copies else name
     if source is None:
         return None, f"unknown: no {SEARCH_FILE} or {SUMMARY_FILE} names it"
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from ecab_tune import checkpoint, experiment
 from ecab_tune.cluster import start_ray
 from ecab_tune.config import to_dict
 from ecab_tune.data import Splits, load_data
-from ecab_tune.experiment import OPTUNA_DB, PARETO_DIR, SEARCH_FILE, SUMMARY_FILE
+from ecab_tune.experiment import OPTUNA_DB, PARETO_DIR, SEARCH_FILE, SPACE_COPY, SUMMARY_FILE
 from ecab_tune.interrupts import sigterm_as_sigint
 from ecab_tune.search.config import SearchConfig, resume_command, search_record, stored_config
 from ecab_tune.search.export import export_best, export_pareto
@@ -64,7 +65,7 @@ def prepare(
         if not (cfg.experiment_dir / RESUMABLE).is_file():
             restore_experiment(cfg)
         cfg = stored_config(cfg, given)  # a warm-started search's keeps its --warm-start
-    space = load_space(cfg.space)
+    space = started_space(cfg) if cfg.resume else load_space(cfg.space)
     cfg = cfg.resolved(space)
     if not cfg.resume and cfg.experiment_dir.exists():
         raise ValueError(
@@ -90,6 +91,15 @@ def prepare(
     if cfg.resume:  # the stop's summary: from now on the trials' own files tell (the report)
         (cfg.experiment_dir / SUMMARY_FILE).unlink(missing_ok=True)
     return cfg, space
+
+
+def started_space(cfg: SearchConfig) -> SearchSpace:
+    """A resumed search's space as it started: its folder's copy, for the file may have been
+    edited since or lie on another machine; a search older than the copy reads the file."""
+    copy = cfg.experiment_dir / SPACE_COPY
+    if not copy.is_file():
+        return load_space(cfg.space)
+    return dataclasses.replace(load_space(copy), name=Path(cfg.space).stem)
 
 
 def restore_experiment(cfg: SearchConfig) -> None:
@@ -163,6 +173,7 @@ def _search(
         tuner = build_tuner(cfg, space, splits, trainable, [progress, *(callbacks or [])])
         if not cfg.resume:
             (exp_dir / SEARCH_FILE).write_text(json.dumps(search_record(cfg), indent=2))
+            shutil.copyfile(space.path, exp_dir / SPACE_COPY)
         grid = tuner.fit()
         table = summarize(grid, metric, mode, max_epochs)
         print(

@@ -272,3 +272,14 @@ def test_a_whole_number_metric_reads_as_the_search_printed_it(tmp_path):
     [_, table] = top_table(exp, cfg)
     assert table.rows[0][:3] == ("1", "a1", "2,365,312")
     assert "macs: 2365312 (epoch 1)" in best_section(exp, cfg)[1].items
+
+
+def test_an_unfinished_search_reads_the_space_it_started_with_though_the_file_went(tmp_path):
+    exp = make_experiment(tmp_path, TRIALS)
+    gone = tmp_path / "elsewhere" / "mine.yaml"  # search.json names the first machine's file
+    (exp / "search.json").write_text(json.dumps({"space": str(gone)}))
+    assert load_experiment(exp).space is None  # before the search kept a copy: unreadable
+    (exp / "search_space.yaml").write_text((REPO / "search_spaces" / "quick.yaml").read_text())
+    loaded = load_experiment(exp)
+    assert loaded.space is not None and {p.name for p in loaded.space.params} >= {"lr"}
+    assert loaded.space_source == f"{gone} ({exp / 'search_space.yaml'})"

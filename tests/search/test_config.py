@@ -104,6 +104,25 @@ def test_search_json_names_its_space_so_a_resume_finds_it_from_any_folder(tmp_pa
         monkeypatch.chdir(tmp_path)
 
 
+def test_a_resume_keeps_the_space_it_started_with_though_the_file_changed_or_went(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text(SPACES_DIR.joinpath("quick.yaml").read_text())
+    started = load_space(own)
+    cfg = SearchConfig(space=str(own), name="q", storage=str(tmp_path / "runs"))
+    exp = cfg.experiment_dir
+    exp.mkdir(parents=True)
+    (exp / "search.json").write_text(json.dumps(search_record(cfg.resolved(started))))
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "search_space.yaml").write_text(own.read_text())  # as the search makes it
+    resumed = SearchConfig(name="q", storage=str(tmp_path / "runs"), resume=True)
+    own.write_text(own.read_text().replace("lr:", "lr_renamed:"))  # edited since
+    for _ in ("edited", "another machine"):
+        space = prepare(resumed)[1]
+        assert space.params == started.params and space.defaults == started.defaults
+        assert space.name == "mine"  # as the file was named, not as its copy is
+        own.unlink(missing_ok=True)
+
+
 def test_a_damaged_search_json_is_one_error(tmp_path):
     exp = tmp_path / "q"
     exp.mkdir()

@@ -16,6 +16,7 @@ from search_support import (
 )
 
 from ecab_tune import experiment
+from ecab_tune.search.space import SPACES_DIR
 
 
 def optuna_trials(exp):
@@ -118,7 +119,9 @@ def test_every_epoch_reaches_optuna_once_even_across_a_resume(interrupted):
 @needs_fmnist
 def test_sigterm_exits_143_and_the_snapshot_resumes_on_another_machine(tmp_path, quick_search):
     exp, snap = tmp_path / "exp", tmp_path / "snapshot"
-    args = quick_args(tmp_path, "--export-partial", "--snapshot", str(snap))
+    own = tmp_path / "mine.yaml"  # the quick space as a user's file, gone on the next machine
+    own.write_text((SPACES_DIR / "quick.yaml").read_text())
+    args = quick_args(tmp_path, "--export-partial", "--snapshot", str(snap), space=own)
     code = signal_mid_trial(args, exp, tmp_path / "out.log", signal.SIGTERM, QUICK_EPOCHS)
     lines = (tmp_path / "out.log").read_text().splitlines()
     assert code == 143, "\n".join(lines[-30:])
@@ -147,8 +150,9 @@ def test_sigterm_exits_143_and_the_snapshot_resumes_on_another_machine(tmp_path,
     # Another machine: nothing but the snapshot, under another storage folder. The first
     # folder is moved away: anything written to its path would make it again.
     exp.rename(tmp_path / "first")
+    own.unlink()
     elsewhere = tmp_path / "elsewhere"
-    resumed = [*quick_args(elsewhere, "--snapshot", str(snap)), "--resume"]
+    resumed = [*quick_args(elsewhere, "--snapshot", str(snap), space=own), "--resume"]
     code = run_driver(resumed, tmp_path / "resumed.log")
     lines = (tmp_path / "resumed.log").read_text().splitlines()
     assert code == 0, "\n".join(lines[-30:])
