@@ -268,6 +268,12 @@ def assert_one_line(
     """Exit 2 within the limit, no traceback, and one error line naming every part."""
     why = stderr[-3000:] + (client_server_logs(cluster) if cluster else "")
     assert code == 2, why
+    if "; trying again" in stderr:
+        # Ray failed to start this client's server (under load: an epoll error as it forked) and
+        # waited its channel timeout for it before the join was tried again, once.
+        from ray.util.client.server.proxier import CHECK_CHANNEL_TIMEOUT_S
+
+        limit_s += CHECK_CHANNEL_TIMEOUT_S
     assert seconds < limit_s, f"{seconds:.1f} s: {why}"
     assert "Traceback" not in stderr, why
     errors = [line for line in stderr.splitlines() if "error:" in line]
@@ -278,7 +284,7 @@ def assert_one_line(
 
 def run_timed(args: list[str], env: dict[str, str]) -> tuple[int, str, float]:
     start = time.monotonic()
-    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     return done.returncode, done.stderr, time.monotonic() - start
 
 
