@@ -13,6 +13,7 @@ from ecab_tune.report import main
 from ecab_tune.reporting.search_figures import ReportConfig
 from ecab_tune.reporting.search_report import best_section, top_table
 from ecab_tune.reporting.trials import load_experiment
+from ecab_tune.search.space import SPACES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 PILOT = REPO / "benchmarks" / "results" / "fmnist-resnet20-pilot30"
@@ -236,7 +237,6 @@ def test_a_running_search_reads_its_budget_and_space_from_search_json(tmp_path):
 def test_the_fusion_figure_draws_every_trial_and_a_conditional_option_as_n_a(tmp_path, monkeypatch):
     from ecab_tune.experiment import PARAMS_FILE
     from ecab_tune.reporting import search_figures
-    from ecab_tune.reporting.trials import load_experiment
 
     exp = make_experiment(tmp_path, TRIALS)
     for folder in trial_folders(exp):  # as bridge.yaml draws `project` under concat only
@@ -279,7 +279,7 @@ def test_an_unfinished_search_reads_the_space_it_started_with_though_the_file_we
     gone = tmp_path / "elsewhere" / "mine.yaml"  # search.json names the first machine's file
     (exp / "search.json").write_text(json.dumps({"space": str(gone)}))
     assert load_experiment(exp).space is None  # before the search kept a copy: unreadable
-    (exp / "search_space.yaml").write_text((REPO / "search_spaces" / "quick.yaml").read_text())
+    (exp / "search_space.yaml").write_text((SPACES_DIR / "quick.yaml").read_text())
     loaded = load_experiment(exp)
     assert loaded.space is not None and {p.name for p in loaded.space.params} >= {"lr"}
     assert loaded.space_source == f"{gone} ({exp / 'search_space.yaml'})"
